@@ -1,0 +1,117 @@
+"""One bounded load run against one URL, with wrk or the Python fallback.
+
+wrk is the load generator of record: ``wrk -t1 -cN -dDs --latency URL``, one thread
+pinned to its own CPU, and we parse its text report (``Requests/sec``, the ``50%`` and
+``99%`` lines of the latency distribution, ``Transfer/sec``, and the error counters,
+which matter: a proxy answering 502 quickly would otherwise look fast). Without wrk,
+``loadgen.py`` produces the same fields; results say which tool made them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from procs import pinned
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+_TIME_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_BYTES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
+
+_PERCENTILE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_TRANSFER = re.compile(r"^Transfer/sec:\s+([\d.]+)([KMGTP]?)B", re.MULTILINE)
+_TOTAL = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h), ([\d.]+)([KMGTP]?)B read")
+_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+class LoadError(RuntimeError):
+    """The load generator failed or printed something we cannot read."""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    tool: str
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    mib_per_s: float
+    errors: int
+    non_2xx: int
+
+    @property
+    def clean(self) -> bool:
+        return self.errors == 0 and self.non_2xx == 0
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def wrk_version() -> str:
+    out = subprocess.run(
+        ["wrk", "--version"], check=False, capture_output=True, text=True, timeout=10
+    )
+    first = (out.stdout or out.stderr).splitlines()[:1]
+    return " ".join(first[0].split()[:2]) if first else "wrk"
+
+
+def run_load(tool: str, url: str, connections: int, duration: int, cpu: int | None) -> LoadResult:
+    """``tool`` is ``wrk`` or ``python``; the run lasts ``duration`` seconds."""
+    if tool == "wrk":
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+        return parse_wrk(_run(argv, duration, cpu))
+    argv = [
+        sys.executable, str(BENCH_DIR / "loadgen.py"), "--url", url,
+        "--connections", str(connections), "--duration", str(duration),
+    ]  # fmt: skip
+    return _parse_loadgen(_run(argv, duration, cpu))
+
+
+def _run(argv: list[str], duration: int, cpu: int | None) -> str:
+    try:
+        out = subprocess.run(
+            pinned(argv, cpu), check=False, capture_output=True, text=True, timeout=duration + 30
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LoadError(f"{argv[0]} did not finish within {duration + 30}s") from exc
+    if out.returncode != 0:
+        raise LoadError(f"{argv[0]} exited with {out.returncode}: {out.stderr.strip()[-500:]}")
+    return out.stdout
+
+
+def parse_wrk(text: str) -> LoadResult:
+    rps, transfer, total = _RPS.search(text), _TRANSFER.search(text), _TOTAL.search(text)
+    if not (rps and transfer and total):
+        raise LoadError(f"unreadable wrk output:\n{text.strip()[-800:]}")
+    percentiles = {m[1]: float(m[2]) * _TIME_MS[m[3]] for m in _PERCENTILE.finditer(text)}
+    socket_errors = _SOCKET.search(text)
+    non_2xx = _NON_2XX.search(text)
+    return LoadResult(
+        tool="wrk",
+        requests=int(total[1]),
+        duration_s=float(total[2]) * _TIME_MS[total[3]] / 1e3,
+        rps=float(rps[1]),
+        p50_ms=percentiles.get("50"),
+        p99_ms=percentiles.get("99"),
+        mib_per_s=float(transfer[1]) * _BYTES[transfer[2]] / 2**20,
+        errors=sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+    )
+
+
+def _parse_loadgen(text: str) -> LoadResult:
+    try:
+        doc = json.loads(text.strip().splitlines()[-1])
+        return LoadResult(**doc)
+    except (ValueError, IndexError, TypeError) as exc:
+        raise LoadError(f"unreadable loadgen output: {text.strip()[-800:]}") from exc

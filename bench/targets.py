@@ -1,0 +1,139 @@
+"""How each server in the benchmark is configured and started.
+
+Each ``start_*`` function writes whatever config the server needs into the run's
+temporary directory, starts it pinned to the CPU it is given, waits until it accepts
+connections, and checks that it serves both bodies correctly before any load is put
+on it: a misconfigured proxy answering 404 or 502 fast must not look like a fast one.
+
+nginx runs in the foreground (``-g 'daemon off;'``) with one worker, every path it
+writes (pid, temp dirs) under its own prefix inside the temp directory, errors to
+stderr (our log file), and no access log. Its keep-alive request caps are raised so
+that neither wrk nor a proxy's upstream pool reconnects every 1000 requests.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import payloads
+from procs import HOST, Children, expect_body, wait_for_port
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+
+DEFAULT_PROXY_CMD = "{python} -m proxy run --config {config}"
+
+Proc = subprocess.Popen[bytes]
+
+
+def _nginx_main(prefix: Path, http_block: str) -> str:
+    temp_paths = "\n".join(
+        f"    {kind}_temp_path {prefix / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    # As root nginx would switch its worker to "nobody", who cannot read our 0700 temp dir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return (
+        f"{user}worker_processes 1;\npid {prefix / 'nginx.pid'};\nerror_log stderr warn;\n"
+        "events { worker_connections 4096; }\n"
+        "http {\n    access_log off;\n    keepalive_requests 1000000;\n"
+        f"{temp_paths}\n{http_block}}}\n"
+    )
+
+
+def nginx_upstream_conf(prefix: Path, port: int, www: Path) -> str:
+    return _nginx_main(
+        prefix,
+        "    sendfile on;\n    tcp_nopush on;\n    types { }\n"
+        f"    server {{\n        listen {HOST}:{port} backlog=1024;\n        root {www};\n"
+        f"        location = {payloads.SMALL_PATH} "
+        f"{{ default_type {payloads.SMALL_CONTENT_TYPE}; }}\n"
+        f"        location = {payloads.BIG_PATH} {{ default_type {payloads.BIG_CONTENT_TYPE}; }}\n"
+        "    }\n",
+    )
+
+
+def nginx_proxy_conf(prefix: Path, port: int, upstream_port: int) -> str:
+    """proxy_pass to a keep-alive pool the size of the Python proxies' pools (100).
+    Buffers hold a 1 MiB body in memory, as the Python proxies do, instead of
+    spilling it to a temp file."""
+    return _nginx_main(
+        prefix,
+        f"    upstream backend {{\n        server {HOST}:{upstream_port};\n"
+        "        keepalive 100;\n        keepalive_requests 1000000;\n    }\n"
+        f"    server {{\n        listen {HOST}:{port} backlog=1024;\n"
+        "        location / {\n            proxy_pass http://backend;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "            proxy_buffers 64 16k;\n            proxy_max_temp_file_size 0;\n"
+        "        }\n    }\n",
+    )
+
+
+def failover_proxy_conf(port: int, upstream_port: int) -> str:
+    return (
+        f"listen: {{host: {HOST}, port: {port}}}\n"
+        "upstreams:\n  primary:\n"
+        f"    url: http://{HOST}:{upstream_port}\n    max_connections: 100\n"
+        "routes:\n  - name: all\n    match: {path_prefix: /}\n    upstreams: [primary]\n"
+    )
+
+
+def _start_nginx(
+    children: Children, name: str, conf_text: str, prefix: Path, cpu: int | None
+) -> Proc:
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(conf_text)
+    argv = ["nginx", "-p", str(prefix), "-e", "stderr", "-c", str(conf), "-g", "daemon off;"]
+    return children.start(name, argv, cpu)
+
+
+def ready(children: Children, name: str, proc: Proc, port: int, timeout: float) -> None:
+    """Accepting connections and serving both bodies byte for byte."""
+    wait_for_port(proc, port, timeout, children.log_path(name))
+    expect_body(port, payloads.SMALL_PATH, payloads.SMALL_BODY, timeout)
+    expect_body(port, payloads.BIG_PATH, payloads.BIG_BODY, timeout)
+
+
+def start_upstream(children: Children, kind: str, port: int, cpu: int | None) -> Proc:
+    """``kind`` is ``nginx`` (static files written here) or ``aiohttp`` (upstream.py)."""
+    if kind == "nginx":
+        prefix = children.log_dir / "upstream-nginx"
+        www = prefix / "www"
+        www.mkdir(parents=True)
+        (www / payloads.SMALL_PATH.lstrip("/")).write_bytes(payloads.SMALL_BODY)
+        (www / payloads.BIG_PATH.lstrip("/")).write_bytes(payloads.BIG_BODY)
+        conf = nginx_upstream_conf(prefix, port, www)
+        return _start_nginx(children, "upstream", conf, prefix, cpu)
+    argv = [sys.executable, str(BENCH_DIR / "upstream.py"), "--port", str(port)]
+    return children.start("upstream", argv, cpu)
+
+
+def start_failover_proxy(
+    children: Children, port: int, upstream_port: int, cpu: int | None, command: str
+) -> Proc:
+    """``command`` is a template with ``{python}`` and ``{config}``, run from the repo root."""
+    config = children.log_dir / "failover-proxy.yaml"
+    config.write_text(failover_proxy_conf(port, upstream_port))
+    argv = [arg.format(python=sys.executable, config=config) for arg in shlex.split(command)]
+    return children.start("failover-proxy", argv, cpu, cwd=REPO_DIR)
+
+
+def start_nginx_proxy(children: Children, port: int, upstream_port: int, cpu: int | None) -> Proc:
+    prefix = children.log_dir / "proxy-nginx"
+    return _start_nginx(
+        children, "nginx", nginx_proxy_conf(prefix, port, upstream_port), prefix, cpu
+    )
+
+
+def start_bare_proxy(children: Children, port: int, upstream_port: int, cpu: int | None) -> Proc:
+    argv = [
+        sys.executable, str(BENCH_DIR / "bare_proxy.py"), "--port", str(port),
+        "--upstream", f"http://{HOST}:{upstream_port}", "--limit", "100",
+    ]  # fmt: skip
+    return children.start("bare-aiohttp", argv, cpu)

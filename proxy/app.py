@@ -1,0 +1,85 @@
+"""Process lifecycle: build the runtime, open the upstream pools, listen, and drain on
+SIGTERM/SIGINT (stop accepting, let in-flight requests finish within
+``shutdown_grace``, then close the pools)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.config import Config
+from proxy.forward import ProxyHandler
+from proxy.runtime import Runtime, build_runtime
+from proxy.server import build_server, require_strict_parser
+from proxy.upstream import UpstreamClient
+
+log = logging.getLogger("failover_proxy")
+
+
+class ProxyApp:
+    """A running proxy: its runtime snapshot, upstream clients and listener."""
+
+    def __init__(self, config: Config, base: Path) -> None:
+        self.runtime: Runtime = build_runtime(config, base)
+        self.clients: dict[str, UpstreamClient] = {}
+        self._runner: web.ServerRunner | None = None
+        self.port: int | None = None
+
+    def current_runtime(self) -> Runtime:
+        return self.runtime
+
+    async def start(self) -> None:
+        require_strict_parser()
+        self.clients = {
+            name: UpstreamClient(settings) for name, settings in self.runtime.upstreams.items()
+        }
+        handler = ProxyHandler(self.current_runtime, self.clients)
+        config = self.runtime.config
+        server = build_server(handler, config.limits)
+        self._runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=config.shutdown_grace
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, config.listen.host, config.listen.port, reuse_address=True)
+        await site.start()
+        sockets = self._runner.addresses
+        self.port = sockets[0][1] if sockets else config.listen.port
+        log.info("listening on %s:%s", config.listen.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for client in self.clients.values():
+            await client.close()
+        self.clients = {}
+
+
+async def serve(config: Config, base: Path) -> None:
+    """Run until SIGTERM or SIGINT, then drain."""
+    app = ProxyApp(config, base)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    try:
+        await stop.wait()
+        log.info("shutting down: draining in-flight requests for up to %ss", config.shutdown_grace)
+    finally:
+        await app.stop()
+
+
+def run(config: Config, base: Path) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(config, base))
+    else:
+        uvloop.run(serve(config, base))

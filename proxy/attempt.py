@@ -1,0 +1,123 @@
+"""One try against one upstream, bounded by the route's deadline, reduced to an
+:class:`Answer` (good enough to relay) or a :class:`Failed` (with its failure class).
+
+What counts as failure is the route's: a status in ``failure_statuses`` or any
+exception :func:`proxy.errors.classify_exception` knows. A failed answer's body is
+kept (up to a bound) because it may still be passed through when nothing better is
+left. A good answer's body is read up to ``max_buffered`` bytes before the caller
+commits, so a short read there is still a failure of this try, not of the client's
+response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.errors import Failure, classify_exception, classify_status
+from proxy.headers import parse_retry_after
+from proxy.upstream import UpstreamClient
+
+
+@dataclass(slots=True)
+class Answer:
+    """A good upstream answer; ``chunks`` is its body so far, all of it if ``complete``."""
+
+    response: aiohttp.ClientResponse
+    chunks: list[bytes]
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """A complete failed answer (a 5xx, a 429), kept to pass through as a last resort."""
+
+    upstream: str
+    status: int
+    reason: str | None
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    failure: Failure
+    status: int | None = None
+    retry_after: float | None = None
+    error_answer: ErrorAnswer | None = None
+
+
+async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> tuple[list[bytes], bool]:
+    """The body's first chunks, until more than ``limit`` bytes or the end."""
+    if response.method == "HEAD" or response.status in (204, 304):
+        return [], True
+    length = response.content_length
+    if length is not None and length > limit:
+        return [], False
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await response.content.readany()
+        if not chunk:  # aiohttp raises ClientPayloadError on a body short of Content-Length
+            return chunks, True
+        size += len(chunk)
+        chunks.append(chunk)
+    return chunks, False
+
+
+async def _failed_answer(
+    client: UpstreamClient, response: aiohttp.ClientResponse, failure: Failure, limit: int
+) -> Failed:
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+    chunks, complete = await _read_up_to(response, limit)
+    error_answer = None
+    if complete:
+        response.release()
+        error_answer = ErrorAnswer(
+            upstream=client.settings.name,
+            status=response.status,
+            reason=response.reason,
+            headers=CIMultiDict(response.headers),
+            body=b"".join(chunks),
+        )
+    else:
+        response.close()
+    return Failed(failure, response.status, retry_after, error_answer)
+
+
+async def attempt(
+    client: UpstreamClient,
+    method: str,
+    url: URL,
+    headers: Mapping[str, str],
+    data: bytes | AsyncIterable[bytes] | None,
+    *,
+    deadline_at: float,
+    failure_statuses: frozenset[int],
+    max_buffered: int,
+) -> Answer | Failed:
+    response: aiohttp.ClientResponse | None = None
+    deadline = asyncio.timeout_at(deadline_at)
+    try:
+        async with deadline:
+            response = await client.send(method, url, headers, data)
+            failure = classify_status(response.status, failure_statuses)
+            if failure is not None:
+                return await _failed_answer(client, response, failure, max_buffered)
+            chunks, complete = await _read_up_to(response, max_buffered)
+            return Answer(response, chunks, complete)
+    except Exception as exc:
+        if response is not None:
+            response.close()
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            return Failed(Failure.DEADLINE_EXCEEDED)
+        failure = classify_exception(exc)
+        if failure is None:
+            raise
+        return Failed(failure)

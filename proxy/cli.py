@@ -1,0 +1,86 @@
+"""``failover-proxy run --config FILE`` and ``failover-proxy check FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from proxy import __version__
+from proxy.config import Config
+from proxy.loader import ConfigError, load_file
+from proxy.units import format_duration
+
+
+def _summary(config: Config) -> list[str]:
+    lines = []
+    for route in config.routes:
+        match = route.match
+        where = (
+            f"path={match.path}"
+            if match.path
+            else f"path_prefix={match.path_prefix}"
+            if match.path_prefix
+            else f"path_regex={match.path_regex}"
+            if match.path_regex
+            else "any path"
+        )
+        methods = ",".join(match.methods) if match.methods else "any method"
+        fallback = "default payload" if route.default else "503"
+        lines.append(
+            f"route {route.name}: {methods} {where} -> {' -> '.join(route.upstreams)} -> "
+            f"{fallback} (deadline {format_duration(route.deadline)}, "
+            f"{route.retry.attempts} tries per upstream)"
+        )
+    return lines
+
+
+def _check(path: str) -> int:
+    try:
+        config = load_file(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print("ok")
+    for line in _summary(config):
+        print(line)
+    return 0
+
+
+def _run(path: str) -> int:
+    from proxy.app import run
+    from proxy.server import StartupError
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_file(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        run(config, Path(path).resolve().parent)
+    except StartupError as exc:
+        print(f"failover-proxy: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"failover-proxy: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="failover-proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"failover-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="serve with a config file")
+    run_parser.add_argument("--config", default="config.yaml", help="path to config.yaml")
+    check_parser = commands.add_parser("check", help="validate a config file without serving")
+    check_parser.add_argument("file")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args.file)
+    return _run(args.config)

@@ -1,0 +1,110 @@
+"""The failure taxonomy that drives failover, retries and ``Proxy-Status``.
+
+One flat enum of failure classes, and :func:`classify_exception`, which turns what
+aiohttp and asyncio raise into one of them (the ``map_exceptions`` idea of httpcore).
+Every other module speaks in these classes, never in exception types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from enum import StrEnum
+
+import aiohttp
+
+
+class Failure(StrEnum):
+    CONNECTION_REFUSED = "connection_refused"
+    CONNECTION_RESET = "connection_reset"
+    CONNECTION_ERROR = "connection_error"  # could not connect, for another reason
+    DNS_ERROR = "dns_error"
+    CONNECT_TIMEOUT = "connect_timeout"
+    READ_TIMEOUT = "read_timeout"
+    TLS_ERROR = "tls_error"
+    HTTP_5XX = "http_5xx"
+    HTTP_429 = "http_429"
+    HTTP_STATUS = "http_status"  # another status the route counts as failure
+    BODY_TRUNCATED = "body_truncated"
+    PROTOCOL_ERROR = "protocol_error"  # the upstream spoke broken HTTP
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+
+
+NEVER_SENT = frozenset(
+    {
+        Failure.CONNECTION_REFUSED,
+        Failure.CONNECTION_ERROR,
+        Failure.DNS_ERROR,
+        Failure.CONNECT_TIMEOUT,
+        Failure.TLS_ERROR,
+    }
+)
+"""Failures that prove the request never reached the upstream: any method may move on."""
+
+RETRY_GROUPS: dict[str, frozenset[Failure]] = {
+    "connect_error": NEVER_SENT - {Failure.CONNECT_TIMEOUT},
+    "timeout": frozenset({Failure.CONNECT_TIMEOUT, Failure.READ_TIMEOUT}),
+    "reset": frozenset({Failure.CONNECTION_RESET, Failure.BODY_TRUNCATED, Failure.PROTOCOL_ERROR}),
+    "5xx": frozenset({Failure.HTTP_5XX, Failure.HTTP_STATUS}),
+    "429": frozenset({Failure.HTTP_429}),
+}
+"""The names a route's ``retry.on`` may use, and the classes each stands for."""
+
+# RFC 9209 section 2.3 proxy error types; statuses carry received-status instead.
+_PROXY_STATUS_ERROR = {
+    Failure.CONNECTION_REFUSED: "connection_refused",
+    Failure.CONNECTION_RESET: "connection_terminated",
+    Failure.CONNECTION_ERROR: "destination_unavailable",
+    Failure.DNS_ERROR: "dns_error",
+    Failure.CONNECT_TIMEOUT: "connection_timeout",
+    Failure.READ_TIMEOUT: "http_response_timeout",
+    Failure.TLS_ERROR: "tls_protocol_error",
+    Failure.BODY_TRUNCATED: "http_response_incomplete",
+    Failure.PROTOCOL_ERROR: "http_protocol_error",
+    Failure.DEADLINE_EXCEEDED: "http_response_timeout",
+}
+
+
+def proxy_status_error(failure: Failure) -> str | None:
+    """The RFC 9209 error type for ``failure``; None for failures that are an HTTP status."""
+    return _PROXY_STATUS_ERROR.get(failure)
+
+
+def classify_status(status: int, failure_statuses: frozenset[int]) -> Failure | None:
+    if status not in failure_statuses:
+        return None
+    if status == 429:
+        return Failure.HTTP_429
+    return Failure.HTTP_5XX if status >= 500 else Failure.HTTP_STATUS
+
+
+def classify_exception(exc: BaseException) -> Failure | None:
+    """The failure class of an exception raised while talking to an upstream.
+
+    Returns None for exceptions that are not an upstream's fault (a bug, a cancelled
+    task): the caller must re-raise those rather than fail over on them.
+    """
+    # Order matters: aiohttp's exception classes inherit from each other.
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Failure.DNS_ERROR
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return Failure.TLS_ERROR
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return Failure.CONNECTION_REFUSED
+        return Failure.CONNECTION_ERROR
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return Failure.CONNECT_TIMEOUT
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return Failure.READ_TIMEOUT
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return Failure.BODY_TRUNCATED
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return Failure.PROTOCOL_ERROR
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return Failure.CONNECTION_RESET
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+        return Failure.CONNECTION_RESET
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return Failure.READ_TIMEOUT
+    return None

@@ -1,0 +1,249 @@
+"""The request handler: reads the client's request, walks the failover chain, and
+relays the chosen answer. This is where the sockets are; every decision is asked of
+:mod:`proxy.routing`, :mod:`proxy.fallback` and :mod:`proxy.errors`.
+
+The commit point (DESIGN.md section 13, rule 1): an upstream answer up to
+``limits.max_buffered_response`` bytes is read whole before the client sees a byte,
+so a body cut short there still fails over. A larger answer streams; once its first
+byte has gone downstream, a failure aborts the client connection, so a truncated
+body is never passed off as complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.attempt import Answer, ErrorAnswer, attempt
+from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
+from proxy.fallback import FailoverPlan, Final, Health, Source, final_answer
+from proxy.headers import proxy_status
+from proxy.payloads import Payload, failure_report, proxy_error
+from proxy.routing import BadTarget, normalise_target
+from proxy.runtime import RouteRuntime, Runtime
+from proxy.upstream import UpstreamClient
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ProxyHandler:
+    """The aiohttp low-level handler; ``runtime()`` gives the snapshot to serve with."""
+
+    def __init__(self, runtime: Callable[[], Runtime], clients: dict[str, UpstreamClient]) -> None:
+        self._runtime = runtime
+        self._clients = clients
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        runtime = self._runtime()
+        if request.method == "CONNECT":
+            return _own_answer(runtime, proxy_error(405, "CONNECT is not supported"))
+        try:
+            path, query = normalise_target(request.raw_path)
+        except BadTarget as exc:
+            return _own_answer(runtime, proxy_error(400, str(exc)))
+        headers = request.headers
+        route = runtime.router.find(request.method, path, headers.get("Host", ""), headers)
+        if route is None:
+            return _own_answer(runtime, proxy_error(404, "no route matches this request"))
+        try:
+            return await self._proxy(request, runtime, route, path, query)
+        except ClientBodyError as exc:
+            return _own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
+
+    async def _read_body(
+        self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime
+    ) -> bytes | StreamedBody | None:
+        if not request.body_exists:
+            return None
+        limits = runtime.limits
+        length = request.content_length
+        if length is not None and length > limits.max_body:
+            raise ClientBodyError(413, "the request body is larger than the proxy accepts")
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(_CONTINUE)
+        chunks, size, complete = await read_prefix(
+            request.content, route.max_replay_body, limits.max_body, limits.client_body_timeout
+        )
+        if complete:
+            return b"".join(chunks)
+        return StreamedBody(
+            chunks, size, request.content, limits.max_body, limits.client_body_timeout
+        )
+
+    async def _proxy(
+        self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
+    ) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        deadline_at = loop.time() + route.deadline
+        body = await self._read_body(request, runtime, route)
+        method = request.method
+        may_resend = route.policy.may_resend(method, "Idempotency-Key" in request.headers)
+        plan = FailoverPlan(route.upstreams, route.policy, may_resend, deadline_at)
+        client_ip = request.remote
+        last_error: ErrorAnswer | None = None
+        step = plan.first()
+        while step.upstream is not None:
+            if step.delay:
+                await asyncio.sleep(step.delay)
+            client = self._clients[step.upstream]
+            upstream_headers = runtime.forwarding.upstream_request(
+                request.headers,
+                version=(request.version.major, request.version.minor),
+                client_ip=client_ip,
+                preserve_host=client.settings.preserve_host,
+            )
+            data = body.chunks() if isinstance(body, StreamedBody) else body
+            if isinstance(body, StreamedBody) and request.content_length is not None:
+                upstream_headers["Content-Length"] = str(request.content_length)
+            outcome = await attempt(
+                client,
+                method,
+                client.url(path, query),
+                upstream_headers,
+                data,
+                deadline_at=deadline_at,
+                failure_statuses=route.failure_statuses,
+                max_buffered=runtime.limits.max_buffered_response,
+            )
+            if isinstance(body, StreamedBody) and body.error is not None:
+                raise body.error
+            if isinstance(outcome, Answer):
+                return await self._relay(request, runtime, plan, step.upstream, outcome)
+            last_error = outcome.error_answer
+            step = plan.after_failure(
+                outcome.failure,
+                now=loop.time(),
+                status=outcome.status,
+                retry_after=outcome.retry_after,
+                body_replayable=not (isinstance(body, StreamedBody) and body.started),
+            )
+        return self._when_all_failed(request, runtime, route, plan, last_error)
+
+    def _when_all_failed(
+        self,
+        request: web.BaseRequest,
+        runtime: Runtime,
+        route: RouteRuntime,
+        plan: FailoverPlan,
+        last_error: ErrorAnswer | None,
+    ) -> web.Response:
+        final = final_answer(
+            has_default=route.default is not None,
+            last_answer_complete=last_error is not None,
+            deadline_exceeded=plan.deadline_exceeded,
+        )
+        names = runtime.header_names
+        if final is Final.DEFAULT and route.default is not None:
+            response = _payload_response(route.default)
+            source = Source.DEFAULT.value
+        elif final is Final.PASS_THROUGH and last_error is not None:
+            headers = runtime.forwarding.downstream_response(
+                last_error.headers, (request.version.major, request.version.minor)
+            )
+            response = web.Response(
+                status=last_error.status, reason=last_error.reason, headers=headers
+            )
+            if request.method != "HEAD":
+                response.body = last_error.body
+            source = last_error.upstream
+        else:
+            status = 504 if final is Final.TIMEOUT else 503
+            report = failure_report(
+                route.name, plan.hops, status, deadline_exceeded=plan.deadline_exceeded
+            )
+            response = _payload_response(report)
+            source = Source.NONE.value
+        response.headers[names.source] = source
+        response.headers[names.health] = Health.CRITICAL.value
+        response.headers[names.proxy_status] = proxy_status(plan.hops)
+        return response
+
+    async def _relay(
+        self,
+        request: web.BaseRequest,
+        runtime: Runtime,
+        plan: FailoverPlan,
+        upstream: str,
+        answer: Answer,
+    ) -> web.StreamResponse:
+        upstream_response = answer.response
+        headers = runtime.forwarding.downstream_response(
+            upstream_response.headers, (request.version.major, request.version.minor)
+        )
+        names = runtime.header_names
+        headers[names.source] = upstream
+        headers[names.health] = plan.health_of(upstream).value
+        if plan.hops:
+            headers[names.proxy_status] = proxy_status(plan.hops)
+        status = upstream_response.status
+        if answer.complete:
+            upstream_response.release()
+            return _complete_response(request, status, upstream_response, headers, answer.chunks)
+        return await _stream(request, status, upstream_response, headers, answer.chunks)
+
+
+def _complete_response(
+    request: web.BaseRequest,
+    status: int,
+    upstream_response: aiohttp.ClientResponse,
+    headers: CIMultiDict[str],
+    chunks: list[bytes],
+) -> web.Response:
+    response = web.Response(status=status, reason=upstream_response.reason, headers=headers)
+    if request.method == "HEAD" or status in (204, 304) or status < 200:
+        # Keep the upstream's Content-Length for HEAD/304: it describes the GET body.
+        length = upstream_response.headers.get("Content-Length")
+        if length is not None and status != 204:
+            response.headers["Content-Length"] = length
+        return response
+    response.body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+    return response
+
+
+async def _stream(
+    request: web.BaseRequest,
+    status: int,
+    upstream_response: aiohttp.ClientResponse,
+    headers: CIMultiDict[str],
+    chunks: list[bytes],
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=status, reason=upstream_response.reason, headers=headers)
+    length = upstream_response.content_length
+    if length is not None:
+        response.content_length = length
+    elif request.version >= aiohttp.HttpVersion11:
+        response.enable_chunked_encoding()
+    try:
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        while chunk := await upstream_response.content.readany():
+            await response.write(chunk)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        # Upstream died mid-body, or the client went away: never end the body cleanly.
+        upstream_response.close()
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    upstream_response.release()
+    await response.write_eof()
+    return response
+
+
+def _payload_response(payload: Payload) -> web.Response:
+    return web.Response(status=payload.status, body=payload.body, headers=payload.headers)
+
+
+def _own_answer(runtime: Runtime, payload: Payload, *, close: bool = False) -> web.Response:
+    """An answer of the proxy's own (400, 404, 405, 408, 413): nothing went upstream."""
+    response = _payload_response(payload)
+    names = runtime.header_names
+    response.headers[names.source] = Source.NONE.value
+    response.headers[names.health] = Health.CRITICAL.value
+    if close:
+        response.force_close()
+    return response

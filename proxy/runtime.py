@@ -1,0 +1,130 @@
+"""The compiled, immutable snapshot of a config that the request path reads.
+
+Everything that can be decided once per config is decided here (regexes compiled,
+status sets expanded, default payloads read from disk, retry groups resolved), so
+that a request only looks things up. A reload will build a new :class:`Runtime` and
+swap it in with one assignment; requests in flight keep the one they started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from yarl import URL
+
+from proxy import config
+from proxy.errors import RETRY_GROUPS, Failure
+from proxy.fallback import RetryPolicy
+from proxy.headers import ForwardingRules
+from proxy.payloads import Payload, load_default
+from proxy.routing import RouteMatcher, Router
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    name: str
+    origin: URL  # scheme://host:port
+    base_path: str  # the URL's path without a trailing slash, prefixed to every request
+    connect_timeout: float
+    read_timeout: float
+    max_connections: int
+    preserve_host: bool
+    tls_verify: bool
+    ca_file: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRuntime:
+    name: str
+    upstreams: tuple[str, ...]
+    deadline: float
+    policy: RetryPolicy
+    max_replay_body: int
+    failure_statuses: frozenset[int]
+    default: Payload | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderNames:
+    source: str
+    health: str
+    proxy_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: config.Config
+    router: Router[RouteRuntime]
+    routes: tuple[RouteRuntime, ...]
+    upstreams: dict[str, UpstreamSettings]
+    forwarding: ForwardingRules
+    header_names: HeaderNames
+    limits: config.Limits
+
+
+def expand_statuses(items: list[int | str]) -> frozenset[int]:
+    statuses: set[int] = set()
+    for item in items:
+        if isinstance(item, int):
+            statuses.add(item)
+        else:
+            first = int(item[0]) * 100
+            statuses.update(range(first, first + 100))
+    return frozenset(statuses)
+
+
+def _upstream(name: str, upstream: config.Upstream, base: Path) -> UpstreamSettings:
+    url = URL(upstream.url)
+    return UpstreamSettings(
+        name=name,
+        origin=url.origin(),
+        base_path=url.raw_path.rstrip("/"),
+        connect_timeout=upstream.timeouts.connect,
+        read_timeout=upstream.timeouts.read,
+        max_connections=upstream.max_connections,
+        preserve_host=upstream.preserve_host,
+        tls_verify=upstream.tls.verify,
+        ca_file=base / upstream.tls.ca_file if upstream.tls.ca_file else None,
+    )
+
+
+def _route(route: config.Route, base: Path) -> RouteRuntime:
+    retry_on: frozenset[Failure] = frozenset().union(
+        *(RETRY_GROUPS[name] for name in route.retry.on)
+    )
+    policy = RetryPolicy(
+        attempts=route.retry.attempts,
+        backoff=route.retry.backoff,
+        max_backoff=route.retry.max_backoff,
+        retry_on=retry_on,
+        non_idempotent=route.retry.non_idempotent,
+    )
+    return RouteRuntime(
+        name=route.name,
+        upstreams=tuple(route.upstreams),
+        deadline=route.deadline,
+        policy=policy,
+        max_replay_body=route.retry.max_replay_body,
+        failure_statuses=expand_statuses(route.failure_statuses),
+        default=load_default(route.default, base) if route.default else None,
+    )
+
+
+def build_runtime(cfg: config.Config, base: Path) -> Runtime:
+    """``base`` is the config file's folder: ``body_file`` and ``ca_file`` are relative to it."""
+    routes = tuple(_route(route, base) for route in cfg.routes)
+    matchers = [RouteMatcher.compile(route.match) for route in cfg.routes]
+    return Runtime(
+        config=cfg,
+        router=Router(list(zip(matchers, routes, strict=True))),
+        routes=routes,
+        upstreams={name: _upstream(name, up, base) for name, up in cfg.upstreams.items()},
+        forwarding=ForwardingRules(via=cfg.headers.via, forwarded=cfg.headers.forwarded),
+        header_names=HeaderNames(
+            source=cfg.headers.source,
+            health=cfg.headers.health,
+            proxy_status=cfg.headers.proxy_status,
+        ),
+        limits=cfg.limits,
+    )

@@ -1,0 +1,85 @@
+"""The client side: one ``ClientSession`` per upstream, set up the way a proxy needs.
+
+DESIGN.md section 13, rule 6: no cookie jar (a shared jar would hand one user's
+cookies to the next), no redirect following, no decompression, no environment
+proxies, no automatic ``User-Agent``/``Accept``/``Accept-Encoding``/``Content-Type``.
+The target URL is built from the upstream's base and the already-normalised path
+and query, ``encoded=True``, so the bytes that matched are the bytes that are sent.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterable, Mapping
+
+import aiohttp
+from yarl import URL
+
+from proxy.runtime import UpstreamSettings
+
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+MAX_UPSTREAM_HEADER_FIELD = 16 * 1024
+
+
+def _ssl_context(settings: UpstreamSettings) -> ssl.SSLContext | bool:
+    if settings.origin.scheme != "https":
+        return True
+    if not settings.tls_verify:
+        return False
+    return ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+
+
+class UpstreamClient:
+    """Sends requests to one upstream over its own bounded keep-alive pool."""
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self.settings = settings
+        self._prefix = str(settings.origin) + settings.base_path
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_connections,
+            limit_per_host=0,
+            ssl=_ssl_context(settings),
+            ttl_dns_cache=10,
+        )
+        self.timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.connect_timeout,
+            sock_connect=settings.connect_timeout,
+            sock_read=settings.read_timeout,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            trust_env=False,
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+            timeout=self.timeout,
+            max_field_size=MAX_UPSTREAM_HEADER_FIELD,
+            max_line_size=MAX_UPSTREAM_HEADER_FIELD,
+        )
+
+    def url(self, path: str, query: str) -> URL:
+        target = self._prefix + path
+        if query:
+            target += "?" + query
+        return URL(target, encoded=True)
+
+    async def send(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        data: bytes | AsyncIterable[bytes] | None,
+    ) -> aiohttp.ClientResponse:
+        return await self.session.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            compress=None,
+            proxy=None,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()

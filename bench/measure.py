@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -51,6 +52,27 @@ class LoadResult:
     @property
     def clean(self) -> bool:
         return self.errors == 0 and self.non_2xx == 0
+
+    @classmethod
+    def median_of(cls, runs: list[LoadResult]) -> LoadResult:
+        """Rounds of the same run combined: medians of the rates and latencies (each on
+        its own), totals of the counts. One noisy round then cannot decide a ratio."""
+
+        def mid(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return statistics.median(known) if known else None
+
+        return cls(
+            tool=runs[0].tool,
+            requests=sum(r.requests for r in runs),
+            duration_s=sum(r.duration_s for r in runs),
+            rps=statistics.median(r.rps for r in runs),
+            p50_ms=mid([r.p50_ms for r in runs]),
+            p99_ms=mid([r.p99_ms for r in runs]),
+            mib_per_s=statistics.median(r.mib_per_s for r in runs),
+            errors=sum(r.errors for r in runs),
+            non_2xx=sum(r.non_2xx for r in runs),
+        )
 
 
 def wrk_available() -> bool:

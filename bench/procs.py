@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -51,15 +52,30 @@ def affinity(pid: int) -> list[int] | None:
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out on loopback; all held at once so they differ."""
-    socks = [socket.socket() for _ in range(count)]
+    """Distinct loopback ports that bind now, chosen below the kernel's ephemeral range so
+    that no client connection (wrk's, a proxy's pool) can be sitting on one when a
+    server is started on it later."""
+    low = _ephemeral_low()
+    first, last = max(1024, low - 12000), low - count - 1000
+    start = random.randrange(first, last) if last > first else 1024
+    chosen: list[int] = []
+    for port in range(start, low):
+        with socket.socket() as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == count:
+            return chosen
+    raise StartError(f"no {count} free ports below {low}")
+
+
+def _ephemeral_low() -> int:
     try:
-        for sock in socks:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -32,7 +32,7 @@ def _summary(config: Config) -> list[str]:
         lines.append(
             f"route {route.name}: {methods} {where} -> {' -> '.join(route.upstreams)} -> "
             f"{fallback} (deadline {format_duration(route.deadline)}, "
-            f"{route.retry.attempts} tries per upstream)"
+            f"tries per upstream: {route.retry.attempts})"
         )
     return lines
 

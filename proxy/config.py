@@ -38,7 +38,7 @@ class Model(BaseModel):
 
 class Listen(Model):
     host: str = "0.0.0.0"
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(8080, ge=0, le=65535)  # 0: any free port (tests)
 
 
 class HeaderNames(Model):

@@ -54,6 +54,10 @@ class ProxyHandler:
         except ClientBodyError as exc:
             return _own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
 
+    def mark_own_answer(self, response: web.StreamResponse) -> None:
+        """Our headers on an answer aiohttp made itself (a request it could not parse)."""
+        _mark_own(self._runtime(), response)
+
     async def _read_body(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime
     ) -> bytes | StreamedBody | None:
@@ -138,7 +142,7 @@ class ProxyHandler:
         )
         names = runtime.header_names
         if final is Final.DEFAULT and route.default is not None:
-            response = _payload_response(route.default)
+            response = payload_response(route.default)
             source = Source.DEFAULT.value
         elif final is Final.PASS_THROUGH and last_error is not None:
             headers = runtime.forwarding.downstream_response(
@@ -155,7 +159,7 @@ class ProxyHandler:
             report = failure_report(
                 route.name, plan.hops, status, deadline_exceeded=plan.deadline_exceeded
             )
-            response = _payload_response(report)
+            response = payload_response(report)
             source = Source.NONE.value
         response.headers[names.source] = source
         response.headers[names.health] = Health.CRITICAL.value
@@ -234,16 +238,21 @@ async def _stream(
     return response
 
 
-def _payload_response(payload: Payload) -> web.Response:
+def payload_response(payload: Payload) -> web.Response:
+    """A response carrying a payload of the proxy's own."""
     return web.Response(status=payload.status, body=payload.body, headers=payload.headers)
 
 
 def _own_answer(runtime: Runtime, payload: Payload, *, close: bool = False) -> web.Response:
     """An answer of the proxy's own (400, 404, 405, 408, 413): nothing went upstream."""
-    response = _payload_response(payload)
-    names = runtime.header_names
-    response.headers[names.source] = Source.NONE.value
-    response.headers[names.health] = Health.CRITICAL.value
+    response = payload_response(payload)
+    _mark_own(runtime, response)
     if close:
         response.force_close()
     return response
+
+
+def _mark_own(runtime: Runtime, response: web.StreamResponse) -> None:
+    names = runtime.header_names
+    response.headers[names.source] = Source.NONE.value
+    response.headers[names.health] = Health.CRITICAL.value

@@ -9,6 +9,7 @@ describe one connection and must not be forwarded. Framing (``Content-Length``,
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -33,12 +34,21 @@ _NOT_FORWARDED_UP = HOP_BY_HOP | {"content-length", "host", "expect"}
 _NOT_FORWARDED_DOWN = HOP_BY_HOP | {"content-length"}
 
 PROXY_NAME = "failover-proxy"
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+def _all_lines(headers: Mapping[str, str], name: str) -> str:
+    """A repeated field as one comma-separated line (RFC 9110 section 5.3)."""
+    getall = getattr(headers, "getall", None)
+    if getall is None:
+        return headers.get(name, "")
+    return ", ".join(getall(name, ()))
 
 
 def _connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
-    listed = headers.get("Connection")
-    if not listed:
+    if "Connection" not in headers:
         return frozenset()
+    listed = _all_lines(headers, "Connection")
     return frozenset(name.strip().lower() for name in listed.split(","))
 
 
@@ -65,7 +75,7 @@ class ForwardingRules:
     def _append_via(self, headers: CIMultiDict[str], version: tuple[int, int]) -> None:
         if self.via:
             hop = f"{version[0]}.{version[1]} {self.via}"
-            previous = headers.get("Via")
+            previous = _all_lines(headers, "Via")
             headers["Via"] = f"{previous}, {hop}" if previous else hop
 
     def upstream_request(
@@ -85,7 +95,7 @@ class ForwardingRules:
             headers["Host"] = host
         if self.forwarded:
             if client_ip:
-                previous = headers.get("X-Forwarded-For")
+                previous = _all_lines(headers, "X-Forwarded-For")
                 headers["X-Forwarded-For"] = f"{previous}, {client_ip}" if previous else client_ip
             headers["X-Forwarded-Proto"] = "http"
             if host:
@@ -142,7 +152,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DIGITS.match(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

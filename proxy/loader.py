@@ -86,7 +86,11 @@ def _to_python(
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(loader, item, (*path, i), lines) for i, item in enumerate(node.value)]
-    return loader.construct_object(node)
+    try:
+        return loader.construct_object(node)
+    except (yaml.YAMLError, ValueError) as exc:  # an unknown tag, an impossible date
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError("", [Problem(path, lines[path], f"YAML: {problem}")]) from None
 
 
 def parse_yaml(text: str) -> tuple[Any, dict[ConfigPath, int]]:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -17,7 +16,8 @@ import aiohttp
 from aiohttp import http_exceptions, web, web_protocol
 
 from proxy.config import Limits
-from proxy.forward import ProxyHandler
+from proxy.forward import ProxyHandler, payload_response
+from proxy.payloads import proxy_error
 
 log = logging.getLogger("failover_proxy")
 
@@ -42,6 +42,13 @@ def require_strict_parser() -> None:
         )
 
 
+_REASONS = {
+    400: "the request is malformed",
+    414: "the request line is too long",
+    431: "the request headers are too large or too many",
+}
+
+
 class _ProxyRequestHandler(web_protocol.RequestHandler):
     def handle_error(
         self,
@@ -50,14 +57,31 @@ class _ProxyRequestHandler(web_protocol.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        if isinstance(exc, http_exceptions.LineTooLong):
-            status = 414 if exc.args[1] == self.max_line_size else 431
-        elif isinstance(exc, http_exceptions.BadHttpMessage) and "Too many headers" in str(exc):
-            status = 431
-        return super().handle_error(request, status, exc, message)
+        """Malformed requests: the right 4xx, our headers, a debug log line (not a traceback:
+        a client's garbage is not the proxy's error). Anything else: aiohttp's 500."""
+        if not isinstance(exc, http_exceptions.HttpProcessingError):
+            response = super().handle_error(request, status, exc, message)
+        else:
+            if isinstance(exc, http_exceptions.LineTooLong):
+                status = 414 if exc.args[1] == self.max_line_size else 431
+            elif "Too many headers" in str(exc):
+                status = 431
+            else:
+                status = 400
+            log.debug("refused a malformed request from %s: %s", request.remote, exc)
+            response = payload_response(proxy_error(status, _REASONS[status]))
+            response.force_close()
+        manager = self._manager
+        if isinstance(manager, ProxyServer):
+            manager.mark(response)
+        return response
 
 
 class ProxyServer(web.Server):
+    def __init__(self, handler: ProxyHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.mark = handler.mark_own_answer
+
     def __call__(self) -> web_protocol.RequestHandler:
         return _ProxyRequestHandler(self, loop=self._loop, **self._kwargs)
 
@@ -75,6 +99,9 @@ def build_server(handler: ProxyHandler, limits: Limits) -> ProxyServer:
         # aiohttp closes a connection that has not sent a whole request head within
         # keepalive_timeout, idle keep-alive connections included: our header timeout.
         "keepalive_timeout": limits.client_header_timeout,
+        # After an early answer (413, 408) aiohttp drains the unread body for this long
+        # before closing, so the client reads our answer instead of a reset.
+        "lingering_time": limits.client_body_timeout,
         "access_log": None,
     }
-    return ProxyServer(handler, loop=asyncio.get_running_loop(), **kwargs)
+    return ProxyServer(handler, **kwargs)

@@ -56,6 +56,8 @@ def format_duration(seconds: float) -> str:
     if seconds == 0:
         return "0s"
     millis = round(seconds * 1000)
+    if abs(millis - seconds * 1000) > 1e-9:
+        return f"{seconds * 1000:g}ms"
     for unit, factor in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
         if millis % factor == 0:
             return f"{millis // factor}{unit}"

@@ -1,0 +1,285 @@
+"""Benchmark failover-proxy against direct, a bare aiohttp proxy and nginx.
+
+    python bench/run.py [--duration 10] [--quick] [--json OUT] [--check]
+
+For each target (direct to the upstream, failover-proxy, ``bare_proxy.py``, nginx as
+a reverse proxy) it runs three bounded load runs with wrk (or, without wrk, the clearly
+labelled Python fallback ``loadgen.py``): the ~100-byte ``/small`` at -c 50 (how much
+a core can push) and at -c 1 (what one request pays), and the 1 MiB ``/big`` at -c 4
+(bytes per second). See bench/README.md for how to read the output.
+
+Where things run, with 2+ CPUs (the machine this was written for has 2):
+
+- CPU 0: the one server under test, alone. Targets run one after another, each
+  started just before and stopped just after its runs, so every proxy gets a whole
+  core to itself: the numbers are "per pinned core", and the ratios compare like
+  with like.
+- CPU 1: wrk (one thread) and the upstream. The upstream is nginx serving two files
+  with sendfile, which costs a small fraction of any proxy's per-request work, so
+  sharing wrk's core disturbs the measurement far less than sharing the proxy's core
+  would. With 3+ CPUs the upstream gets CPU 2. The price of sharing: "direct" and
+  "nginx" can be limited by CPU 1 rather than by the target, so proxy/direct and
+  proxy/nginx are, if anything, flattering to failover-proxy; proxy/bare, the ratio
+  with a target, is not affected (both Python proxies saturate CPU 0 long before
+  CPU 1 is busy).
+- One CPU or ``--no-pin``: nothing is pinned; expect noisier numbers.
+
+Everything started goes into its own process group and is stopped in ``finally``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import evloop
+import payloads
+import targets
+from measure import LoadError, LoadResult, run_load, wrk_available, wrk_version
+from procs import HOST, Children, StartError, affinity, free_ports
+from report import BARE, DIRECT, NGINX, PROXY, Report, Scenario, TargetResult, render
+
+TARGETS = (DIRECT, PROXY, BARE, NGINX)
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    server: int | None  # the server under test
+    load: int | None
+    upstream: int | None
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    children: Children
+    cpus: CpuPlan
+    loadgen: str  # "wrk" or "python"
+    upstream_port: int
+    ports: dict[str, int]
+    scenarios: list[Scenario]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark failover-proxy against direct, a bare aiohttp proxy and nginx."
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat all targets, report medians (noisy hosts)"
+    )
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON here")
+    parser.add_argument("--connections", type=int, default=50, help="for the throughput runs")
+    parser.add_argument("--big-connections", type=int, default=4, help="for the 1 MiB runs")
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"comma-separated subset of {TARGETS}"
+    )
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--upstream", choices=("auto", "nginx", "aiohttp"), default="auto")
+    parser.add_argument(
+        "--proxy-cmd",
+        default=targets.DEFAULT_PROXY_CMD,
+        help="command starting failover-proxy; {python} and {config} are filled in "
+        "(e.g. 'failover-proxy run --config {config}')",
+    )
+    parser.add_argument("--start-timeout", type=float, default=20.0, help="seconds per server")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a performance target is missed"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 3, 1
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(args.targets) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown --targets {sorted(unknown)}")
+    if args.connections < 2 or args.duration < 1 or args.rounds < 1:
+        parser.error("need --connections >= 2, --duration >= 1, --rounds >= 1")
+    return args
+
+
+def plan_cpus(no_pin: bool) -> CpuPlan:
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if no_pin or len(cpus) < 2:
+        return CpuPlan(None, None, None)
+    return CpuPlan(server=cpus[0], load=cpus[1], upstream=cpus[2] if len(cpus) > 2 else cpus[1])
+
+
+def scenarios_for(args: argparse.Namespace) -> list[Scenario]:
+    many, big = args.connections, args.big_connections
+    return [
+        Scenario(f"small_c{many}", f"small -c{many}", payloads.SMALL_PATH, many, "rps"),
+        Scenario("small_c1", "small -c1", payloads.SMALL_PATH, 1, "rps"),
+        Scenario(f"big_c{big}", f"1MiB -c{big}", payloads.BIG_PATH, big, "mib_per_s"),
+    ]
+
+
+def choose(wanted: str, preferred: str, available: bool, fallback: str) -> str:
+    if wanted == "auto":
+        return preferred if available else fallback
+    if wanted == preferred and not available:
+        raise SystemExit(f"{preferred} was asked for but is not installed")
+    return wanted
+
+
+def nginx_version() -> str:
+    out = subprocess.run(["nginx", "-v"], check=False, capture_output=True, text=True, timeout=10)
+    return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
+
+
+def describe(
+    args: argparse.Namespace, cpus: CpuPlan, loadgen: str, upstream: str
+) -> dict[str, str]:
+    if loadgen == "wrk":
+        tool = f"{wrk_version()}, 1 thread"
+    else:
+        tool = (
+            "PYTHON FALLBACK bench/loadgen.py (wrk is not installed): the client is the "
+            "bottleneck, so numbers and ratios are NOT comparable with wrk's"
+        )
+    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
+    return {
+        "load generator": tool,
+        "upstream": nginx_version() if upstream == "nginx" else "bench/upstream.py (aiohttp)",
+        "runs": f"{args.duration} s each after a {args.warmup} s warm-up per target{rounds}",
+        "cpus": f"server under test {_cpu(cpus.server)}, load generator {_cpu(cpus.load)}, "
+        f"upstream {_cpu(cpus.upstream)}",
+        "python": f"{platform.python_version()}, {evloop.loop_name()} ({sys.executable})",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def machine_meta(
+    args: argparse.Namespace, cpus: CpuPlan, loadgen: str, upstream: str
+) -> dict[str, object]:
+    return {
+        "cpu_plan": {"server": cpus.server, "load": cpus.load, "upstream": cpus.upstream},
+        "cpu_count": os.cpu_count(),
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "rounds": args.rounds,
+        "loadgen": loadgen,
+        "upstream": upstream,
+        "proxy_cmd": args.proxy_cmd,
+    }
+
+
+def _cpu(cpu: int | None) -> str:
+    return "unpinned" if cpu is None else f"CPU {cpu}"
+
+
+def start_target(ctx: Context, name: str) -> subprocess.Popen[bytes]:
+    port, up, cpu = ctx.ports[name], ctx.upstream_port, ctx.cpus.server
+    if name == PROXY:
+        return targets.start_failover_proxy(ctx.children, port, up, cpu, ctx.args.proxy_cmd)
+    if name == NGINX:
+        return targets.start_nginx_proxy(ctx.children, port, up, cpu)
+    return targets.start_bare_proxy(ctx.children, port, up, cpu)
+
+
+def load(ctx: Context, port: int, scenario: Scenario, duration: int) -> LoadResult:
+    url = f"http://{HOST}:{port}{scenario.path}"
+    return run_load(ctx.loadgen, url, scenario.connections, duration, ctx.cpus.load)
+
+
+def measure_target(ctx: Context, result: TargetResult) -> None:
+    """One round for one target: start it, warm it up, run every scenario, stop it."""
+    name, proc = result.name, None
+    try:
+        port = ctx.upstream_port
+        if name != DIRECT:
+            port, proc = ctx.ports[name], start_target(ctx, name)
+            targets.ready(ctx.children, name, proc, port, ctx.args.start_timeout)
+            result.affinity = affinity(proc.pid)
+        if ctx.args.warmup:
+            load(ctx, port, ctx.scenarios[0], ctx.args.warmup)
+        for scenario in ctx.scenarios:
+            progress(f"{name}: {scenario.label} for {ctx.args.duration} s")
+            result.add(scenario, load(ctx, port, scenario, ctx.args.duration))
+    except (StartError, LoadError) as exc:
+        result.status, result.error = "failed", str(exc)
+        progress(f"{name}: FAILED: {exc}")
+    finally:
+        if proc is not None:
+            ctx.children.stop(proc)
+
+
+def progress(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def benchmark(args: argparse.Namespace, children: Children) -> Report:
+    cpus = plan_cpus(args.no_pin)
+    loadgen = choose(args.loadgen, "wrk", wrk_available(), "python")
+    upstream_kind = choose(args.upstream, "nginx", shutil.which("nginx") is not None, "aiohttp")
+    summary = describe(args, cpus, loadgen, upstream_kind)
+    meta = machine_meta(args, cpus, loadgen, upstream_kind)
+    upstream_port, *ports = free_ports(1 + len(TARGETS))
+    ctx = Context(
+        args, children, cpus, loadgen, upstream_port, dict(zip(TARGETS, ports, strict=True)),
+        scenarios_for(args),
+    )  # fmt: skip
+    progress(f"starting upstream ({upstream_kind}) on port {upstream_port}")
+    upstream = targets.start_upstream(children, upstream_kind, upstream_port, cpus.upstream)
+    targets.ready(children, "upstream", upstream, upstream_port, args.start_timeout)
+    pinned: dict[str, list[int] | None] = {"upstream": affinity(upstream.pid)}
+    results = {name: TargetResult(name) for name in args.targets}
+    if NGINX in results and not shutil.which("nginx"):
+        results[NGINX].status, results[NGINX].error = "skipped", "nginx is not installed"
+    for round_no in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            progress(f"round {round_no} of {args.rounds}")
+        for result in results.values():
+            if result.status == "ok":
+                measure_target(ctx, result)
+    pinned.update({n: r.affinity for n, r in results.items() if r.affinity})
+    meta["affinity"] = pinned
+    return Report(summary, meta, ctx.scenarios, results)
+
+
+def exit_code(report: Report, check: bool) -> int:
+    if any(t.status == "failed" for t in report.targets.values()):
+        return 2
+    if check and any(passed is False for _, _, passed in report.checks()):
+        return 1
+    return 0
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally that stops every child
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    with tempfile.TemporaryDirectory(prefix="failover-bench-") as tmp:
+        children = Children(Path(tmp))
+        try:
+            report = benchmark(args, children)
+        except StartError as exc:
+            print(f"upstream did not start: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            children.stop_all()
+    print(render(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return exit_code(report, args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -187,8 +187,8 @@ def render_latency(report: Report) -> list[str]:
     lines = [f"added p50 latency at {report.single.label} over direct: " + ", ".join(parts)]
     if report.added_p50_ms(NGINX) is not None:
         lines.append(
-            "  (nginx's figure is close to what the hop itself costs on this host and CPU "
-            "layout: loopback, wake-ups across cores; a Python proxy cannot go below it)"
+            "  (nginx's figure approximates the cost of the hop itself on this host: "
+            "loopback plus wake-ups across cores)"
         )
     return lines
 

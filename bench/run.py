@@ -75,9 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark failover-proxy against direct, a bare aiohttp proxy and nginx."
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
-    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target")
+    parser.add_argument("--duration", type=int, help="seconds per load run (default 10)")
+    parser.add_argument("--quick", action="store_true", help="3 s runs and a 1 s warm-up")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up per target (default 2)")
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat all targets, report medians (noisy hosts)"
     )
@@ -101,14 +101,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--check", action="store_true", help="exit 1 when a performance target is missed"
     )
     args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup = 3, 1
+    if args.duration is None:
+        args.duration = 3 if args.quick else 10
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 2
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown --targets {sorted(unknown)}")
-    if args.connections < 2 or args.duration < 1 or args.rounds < 1:
-        parser.error("need --connections >= 2, --duration >= 1, --rounds >= 1")
+    if args.connections < 2 or args.duration < 1 or args.warmup < 0 or args.rounds < 1:
+        parser.error("need --connections >= 2, --duration >= 1, --warmup >= 0, --rounds >= 1")
     return args
 
 

@@ -49,7 +49,8 @@ class ProxyApp:
         await site.start()
         sockets = self._runner.addresses
         self.port = sockets[0][1] if sockets else config.listen.port
-        log.info("listening on %s:%s", config.listen.host, self.port)
+        loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        log.info("listening on %s:%s (event loop: %s)", config.listen.host, self.port, loop_name)
 
     async def stop(self) -> None:
         if self._runner is not None:

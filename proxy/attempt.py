@@ -1,4 +1,4 @@
-"""One try against one upstream, bounded by the route's deadline, reduced to an
+"""One try against one upstream, bounded by what is left of the route's deadline, reduced to an
 :class:`Answer` (good enough to relay) or a :class:`Failed` (with its failure class).
 
 What counts as failure is the route's: a status in ``failure_statuses`` or any
@@ -58,8 +58,10 @@ async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> tuple[lis
     if response.method == "HEAD" or response.status in (204, 304):
         return [], True
     length = response.content_length
-    if length is not None and length > limit:
-        return [], False
+    if length is not None:
+        if length > limit:
+            return [], False
+        return [await response.read()], True
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
@@ -102,21 +104,22 @@ async def attempt(
     failure_statuses: frozenset[int],
     max_buffered: int,
 ) -> Answer | Failed:
+    remaining = deadline_at - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        return Failed(Failure.DEADLINE_EXCEEDED)
     response: aiohttp.ClientResponse | None = None
-    deadline = asyncio.timeout_at(deadline_at)
     try:
-        async with deadline:
-            response = await client.send(method, url, headers, data)
-            failure = classify_status(response.status, failure_statuses)
-            if failure is not None:
-                return await _failed_answer(client, response, failure, max_buffered)
-            chunks, complete = await _read_up_to(response, max_buffered)
-            return Answer(response, chunks, complete)
+        response = await client.send(method, url, headers, data, client.timeout_for(remaining))
+        failure = classify_status(response.status, failure_statuses)
+        if failure is not None:
+            return await _failed_answer(client, response, failure, max_buffered)
+        chunks, complete = await _read_up_to(response, max_buffered)
+        return Answer(response, chunks, complete)
     except Exception as exc:
         if response is not None:
             response.close()
-        if isinstance(exc, TimeoutError) and deadline.expired():
-            return Failed(Failure.DEADLINE_EXCEEDED)
+        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ServerTimeoutError):
+            return Failed(Failure.DEADLINE_EXCEEDED)  # aiohttp's total timeout: our deadline
         failure = classify_exception(exc)
         if failure is None:
             raise

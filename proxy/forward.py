@@ -5,8 +5,9 @@ relays the chosen answer. This is where the sockets are; every decision is asked
 The commit point (DESIGN.md section 13, rule 1): an upstream answer up to
 ``limits.max_buffered_response`` bytes is read whole before the client sees a byte,
 so a body cut short there still fails over. A larger answer streams; once its first
-byte has gone downstream, a failure aborts the client connection, so a truncated
-body is never passed off as complete.
+byte has gone downstream, a failure (the upstream resets, stalls past its read
+timeout, or the route's deadline runs out) aborts the client connection, so a
+truncated body is never passed off as complete.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from proxy.runtime import UpstreamSettings
 
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 MAX_UPSTREAM_HEADER_FIELD = 16 * 1024
+_NEVER_ROUND = 1e9
 
 
 def _ssl_context(settings: UpstreamSettings) -> ssl.SSLContext | bool:
@@ -41,21 +42,29 @@ class UpstreamClient:
             ssl=_ssl_context(settings),
             ttl_dns_cache=10,
         )
-        self.timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=settings.connect_timeout,
-            sock_connect=settings.connect_timeout,
-            sock_read=settings.read_timeout,
-        )
         self.session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,
             skip_auto_headers=_SKIP_AUTO_HEADERS,
-            timeout=self.timeout,
             max_field_size=MAX_UPSTREAM_HEADER_FIELD,
             max_line_size=MAX_UPSTREAM_HEADER_FIELD,
+        )
+
+    def timeout_for(self, remaining: float) -> aiohttp.ClientTimeout:
+        """This upstream's per-try timeouts, and ``total``: what is left of the deadline.
+
+        aiohttp's total timeout covers the whole exchange, body included (as Envoy's route
+        timeout does), and costs one timer; ``ceil_threshold`` keeps it exact rather than
+        rounded up to whole seconds.
+        """
+        return aiohttp.ClientTimeout(
+            total=remaining,
+            connect=self.settings.connect_timeout,
+            sock_connect=self.settings.connect_timeout,
+            sock_read=self.settings.read_timeout,
+            ceil_threshold=_NEVER_ROUND,
         )
 
     def url(self, path: str, query: str) -> URL:
@@ -70,6 +79,7 @@ class UpstreamClient:
         url: URL,
         headers: Mapping[str, str],
         data: bytes | AsyncIterable[bytes] | None,
+        timeout: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
         return await self.session.request(
             method,
@@ -79,6 +89,7 @@ class UpstreamClient:
             allow_redirects=False,
             compress=None,
             proxy=None,
+            timeout=timeout,
         )
 
     async def close(self) -> None:

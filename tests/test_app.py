@@ -91,7 +91,8 @@ async def test_bundled_config_serves_its_default_with_nothing_running(tmp_path):
             while b"listening on" not in line:
                 line = await process.stderr.readline()
                 assert line, "the proxy exited before listening"
-        port = int(line.rsplit(b":", 1)[1])
+        assert b"(event loop: uvloop)" in line
+        port = int(line.split(b"listening on ", 1)[1].split()[0].rsplit(b":", 1)[1])
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/api/telemetry/drivers") as response:
                 assert response.status == 200

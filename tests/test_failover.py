@@ -27,13 +27,24 @@ async def ok(request: web.Request) -> web.Response:
     return web.json_response({"served_by": "secondary"})
 
 
+async def hang(request: web.Request) -> web.Response:
+    await asyncio.sleep(5)
+    return web.Response()
+
+
+async def start_pair(http_upstream, start_proxy, primary_handler, **route_extra):
+    """A misbehaving primary, a good secondary, and the proxy in front of both."""
+    primary = await http_upstream(primary_handler)
+    secondary = await http_upstream(ok)
+    config = {"upstreams": upstreams(primary.url, secondary.url), "routes": [route(**route_extra)]}
+    return primary, secondary, await start_proxy(config)
+
+
 async def test_healthy_primary_serves_and_secondary_is_not_called(
     http_upstream, start_proxy, client
 ):
-    primary = await http_upstream(lambda r: asyncio.sleep(0, web.json_response({"ok": 1})))
-    secondary = await http_upstream(ok)
-    proxy = await start_proxy(
-        {"upstreams": upstreams(primary.url, secondary.url), "routes": [route()]}
+    primary, secondary, proxy = await start_pair(
+        http_upstream, start_proxy, lambda r: asyncio.sleep(0, web.json_response({"ok": 1}))
     )
     async with client.get(proxy + "/api/x?a=1") as response:
         assert response.status == 200
@@ -64,10 +75,10 @@ async def test_refused_primary_fails_over_to_secondary(
 
 
 async def test_5xx_primary_fails_over_once_per_attempt(http_upstream, start_proxy, client):
-    primary = await http_upstream(lambda r: asyncio.sleep(0, web.Response(status=503, text="down")))
-    secondary = await http_upstream(ok)
-    proxy = await start_proxy(
-        {"upstreams": upstreams(primary.url, secondary.url), "routes": [route()]}
+    primary, secondary, proxy = await start_pair(
+        http_upstream,
+        start_proxy,
+        lambda r: asyncio.sleep(0, web.Response(status=503, text="down")),
     )
     async with client.get(proxy + "/x") as response:
         assert response.status == 200
@@ -77,15 +88,7 @@ async def test_5xx_primary_fails_over_once_per_attempt(http_upstream, start_prox
 
 
 async def test_hanging_primary_times_out_and_fails_over(http_upstream, start_proxy, client):
-    async def hang(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
-        return web.Response()
-
-    primary = await http_upstream(hang)
-    secondary = await http_upstream(ok)
-    proxy = await start_proxy(
-        {"upstreams": upstreams(primary.url, secondary.url), "routes": [route()]}
-    )
+    _primary, _secondary, proxy = await start_pair(http_upstream, start_proxy, hang)
     async with client.get(proxy + "/x") as response:
         assert response.status == 200
         assert response.headers["X-Failover-Source"] == "secondary"
@@ -342,15 +345,7 @@ async def test_post_that_reached_a_failing_upstream_is_not_sent_again(
 
 
 async def test_post_that_timed_out_is_not_sent_again(http_upstream, start_proxy, client):
-    async def hang(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
-        return web.Response()
-
-    primary = await http_upstream(hang)
-    secondary = await http_upstream(ok)
-    proxy = await start_proxy(
-        {"upstreams": upstreams(primary.url, secondary.url), "routes": [route()]}
-    )
+    primary, secondary, proxy = await start_pair(http_upstream, start_proxy, hang)
     async with client.post(proxy + "/orders", data=b"x") as response:
         assert response.status == 503
         assert 'details="read_timeout"' in response.headers["Proxy-Status"]
@@ -371,10 +366,8 @@ async def test_post_refused_by_primary_moves_on_once(
 
 
 async def test_post_with_idempotency_key_may_move_on(http_upstream, start_proxy, client):
-    primary = await http_upstream(lambda r: asyncio.sleep(0, web.Response(status=503)))
-    secondary = await http_upstream(ok)
-    proxy = await start_proxy(
-        {"upstreams": upstreams(primary.url, secondary.url), "routes": [route()]}
+    primary, secondary, proxy = await start_pair(
+        http_upstream, start_proxy, lambda r: asyncio.sleep(0, web.Response(status=503))
     )
     headers = {"Idempotency-Key": "order-42"}
     async with client.post(proxy + "/orders", data=b"{}", headers=headers) as response:
@@ -399,10 +392,8 @@ async def test_large_body_streams_to_the_first_upstream_only(http_upstream, star
 
 
 async def test_small_put_body_is_replayed_to_the_secondary(http_upstream, start_proxy, client):
-    primary = await http_upstream(lambda r: asyncio.sleep(0, web.Response(status=500)))
-    secondary = await http_upstream(ok)
-    proxy = await start_proxy(
-        {"upstreams": upstreams(primary.url, secondary.url), "routes": [route()]}
+    primary, secondary, proxy = await start_pair(
+        http_upstream, start_proxy, lambda r: asyncio.sleep(0, web.Response(status=500))
     )
     async with client.put(proxy + "/blob", data=b"same bytes") as response:
         assert response.status == 200

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import StreamReader
 
 
@@ -33,6 +34,8 @@ async def _read_some(content: StreamReader, timeout: float) -> bytes:
             return await content.readany()
     except TimeoutError:
         raise ClientBodyError(408, "the request body arrived too slowly") from None
+    except (ConnectionError, aiohttp.EofStream):
+        raise ClientBodyError(400, "the client went away while sending the body") from None
 
 
 async def read_prefix(

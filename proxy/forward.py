@@ -82,9 +82,9 @@ class ProxyHandler:
     async def _proxy(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
     ) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
-        deadline_at = loop.time() + route.deadline
         body = await self._read_body(request, runtime, route)
+        loop = asyncio.get_running_loop()
+        deadline_at = loop.time() + route.deadline  # a slow upload is bounded by its own timeout
         method = request.method
         may_resend = route.policy.may_resend(method, "Idempotency-Key" in request.headers)
         plan = FailoverPlan(route.upstreams, route.policy, may_resend, deadline_at)
@@ -115,7 +115,9 @@ class ProxyHandler:
                 max_buffered=runtime.limits.max_buffered_response,
             )
             if isinstance(body, StreamedBody) and body.error is not None:
-                raise body.error
+                if isinstance(outcome, Answer):
+                    outcome.response.close()
+                raise body.error  # the client's fault, not the upstream's
             if isinstance(outcome, Answer):
                 return await self._relay(request, runtime, plan, step.upstream, outcome)
             last_error = outcome.error_answer

@@ -67,6 +67,7 @@ class StreamedBody:
         self._max_body = max_body
         self._timeout = timeout
         self.started = False
+        self.finished = False
         self.error: ClientBodyError | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -81,6 +82,7 @@ class StreamedBody:
                 self.error = exc
                 raise
             if not chunk:
+                self.finished = True
                 return
             size += len(chunk)
             if size > self._max_body:

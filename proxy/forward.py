@@ -19,8 +19,9 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.attempt import Answer, ErrorAnswer, attempt
+from proxy.attempt import Answer, ErrorAnswer, Failed, attempt
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
+from proxy.errors import Failure
 from proxy.fallback import FailoverPlan, Final, Health, Source, final_answer
 from proxy.headers import proxy_status
 from proxy.payloads import Payload, failure_report, proxy_error
@@ -114,10 +115,19 @@ class ProxyHandler:
                 failure_statuses=route.failure_statuses,
                 max_buffered=runtime.limits.max_buffered_response,
             )
-            if isinstance(body, StreamedBody) and body.error is not None:
-                if isinstance(outcome, Answer):
-                    outcome.response.close()
-                raise body.error  # the client's fault, not the upstream's
+            if isinstance(body, StreamedBody):
+                if (
+                    body.error is None
+                    and body.started
+                    and not body.finished
+                    and isinstance(outcome, Failed)
+                    and outcome.failure is Failure.DEADLINE_EXCEEDED
+                ):
+                    body.error = ClientBodyError(408, "the request body was still arriving")
+                if body.error is not None:
+                    if isinstance(outcome, Answer):
+                        outcome.response.close()
+                    raise body.error  # the client's fault, not the upstream's
             if isinstance(outcome, Answer):
                 return await self._relay(request, runtime, plan, step.upstream, outcome)
             last_error = outcome.error_answer

@@ -98,6 +98,7 @@ class ForwardingRules:
                 previous = _all_lines(headers, "X-Forwarded-For")
                 headers["X-Forwarded-For"] = f"{previous}, {client_ip}" if previous else client_ip
             headers["X-Forwarded-Proto"] = "http"
+            headers.popall("X-Forwarded-Host", None)  # a client's own value must not pass
             if host:
                 headers["X-Forwarded-Host"] = host
         self._append_via(headers, version)

@@ -66,7 +66,8 @@ def normalise_target(raw_target: str) -> tuple[str, str]:
     if "%" in path:
         path = _ESCAPE.sub(_canonical_escape, path)
     for segment in path.split("/"):
-        if segment in (".", ".."):
+        # `..;x` is a dot segment to Tomcat, Jetty and Spring: a path parameter hides it.
+        if segment.partition(";")[0] in (".", ".."):
             raise BadTarget("dot segments are not allowed in the path")
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in query) or "#" in query:
         raise BadTarget("the query has characters that must be percent-encoded")

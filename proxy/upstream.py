@@ -51,6 +51,10 @@ class UpstreamClient:
             max_field_size=MAX_UPSTREAM_HEADER_FIELD,
             max_line_size=MAX_UPSTREAM_HEADER_FIELD,
         )
+        # aiohttp silently resends an idempotent request once when the connection drops;
+        # every try must be one the failover plan decided on and Proxy-Status reports.
+        # No public switch exists (aiohttp's own test client flips the same attribute).
+        self.session._retry_connection = False
 
     def timeout_for(self, remaining: float) -> aiohttp.ClientTimeout:
         """This upstream's per-try timeouts, and ``total``: what is left of the deadline.

@@ -398,3 +398,48 @@ async def test_small_put_body_is_replayed_to_the_secondary(http_upstream, start_
     async with client.put(proxy + "/blob", data=b"same bytes") as response:
         assert response.status == 200
     assert primary.requests[0]["body"] == secondary.requests[0]["body"] == b"same bytes"
+
+
+async def test_a_dropped_connection_is_one_try_not_a_hidden_resend(
+    raw_upstream, start_proxy, client
+):
+    async def read_then_close(reader, writer):
+        await read_request_head(reader)
+        writer.transport.abort()
+
+    primary = await raw_upstream(read_then_close)
+    proxy = await start_proxy(
+        {"upstreams": upstreams(primary.url), "routes": [route(upstreams=("primary",))]}
+    )
+    async with client.put(proxy + "/doc", data=b"v2") as response:
+        assert response.status == 503
+        assert response.headers["Proxy-Status"].count("next-hop=primary") == 1
+    assert primary.connections == 1
+
+
+async def test_a_streamed_upload_still_arriving_at_the_deadline_is_408(http_upstream, start_proxy):
+    primary = await http_upstream(ok)
+    config = {
+        "upstreams": upstreams(primary.url),
+        "routes": [
+            route(
+                upstreams=("primary",),
+                deadline="500ms",
+                retry={"max_replay_body": "1KiB"},
+                default={"body": "must not be served for a write"},
+            )
+        ],
+    }
+    proxy = await start_proxy(config)
+    host, port = proxy.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 6000\r\n\r\n")
+    for _ in range(3):
+        writer.write(b"u" * 2000)
+        await writer.drain()
+        await asyncio.sleep(0.4)
+    async with asyncio.timeout(5):
+        answer = await reader.read(-1)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert primary.hits == 0

@@ -167,6 +167,8 @@ async def test_expect_100_continue_is_answered_and_not_forwarded(
         b"/a%00b",
         b"/a\\..\\b",
         b"/bad%zzescape",
+        b"/public/..;/admin",
+        b"/a/.;x/b",
         b"*",
     ],
 )
@@ -243,3 +245,16 @@ async def test_header_names_are_configurable(refused_url, start_proxy, client):
         assert response.headers["X-Acme-Source"] == "default"
         assert response.headers["X-Acme-Health"] == "critical"
         assert "X-Failover-Source" not in response.headers
+
+
+async def test_a_clients_own_x_forwarded_host_never_reaches_the_upstream(
+    http_upstream, start_proxy
+):
+    upstream = await http_upstream(lambda r: asyncio.sleep(0, web.Response()))
+    proxy = await start_proxy(one_upstream(upstream.url))
+    await raw_exchange(proxy, b"GET /x HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n\r\n")
+    await raw_exchange(
+        proxy, b"GET /y HTTP/1.0\r\nHost: app\r\nX-Forwarded-Host: evil.example\r\n\r\n"
+    )
+    assert "X-Forwarded-Host" not in upstream.requests[0]["headers"]
+    assert upstream.requests[1]["headers"].getall("X-Forwarded-Host") == ["app"]

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from proxy.config import Config
 from proxy.forward import ProxyHandler
-from proxy.runtime import Runtime, build_runtime
+from proxy.runtime import build_runtime
 from proxy.server import build_server, require_strict_parser
 from proxy.upstream import UpstreamClient
 
@@ -25,22 +25,18 @@ class ProxyApp:
     """A running proxy: its runtime snapshot, upstream clients and listener."""
 
     def __init__(self, config: Config, base: Path) -> None:
-        self.runtime: Runtime = build_runtime(config, base)
         self.clients: dict[str, UpstreamClient] = {}
+        self.handler = ProxyHandler(build_runtime(config, base), self.clients)
         self._runner: web.ServerRunner | None = None
         self.port: int | None = None
 
-    def current_runtime(self) -> Runtime:
-        return self.runtime
-
     async def start(self) -> None:
         require_strict_parser()
-        self.clients = {
-            name: UpstreamClient(settings) for name, settings in self.runtime.upstreams.items()
-        }
-        handler = ProxyHandler(self.current_runtime, self.clients)
-        config = self.runtime.config
-        server = build_server(handler, config.limits)
+        runtime = self.handler.runtime
+        for name, settings in runtime.upstreams.items():
+            self.clients[name] = UpstreamClient(settings)
+        config = runtime.config
+        server = build_server(self.handler, config.limits)
         self._runner = web.ServerRunner(
             server, handle_signals=False, shutdown_timeout=config.shutdown_grace
         )
@@ -58,7 +54,7 @@ class ProxyApp:
             self._runner = None
         for client in self.clients.values():
             await client.close()
-        self.clients = {}
+        self.clients.clear()
 
 
 async def serve(config: Config, base: Path) -> None:

@@ -13,17 +13,16 @@ truncated body is never passed off as complete.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from proxy.attempt import Answer, ErrorAnswer, Failed, attempt
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
 from proxy.errors import Failure
 from proxy.fallback import FailoverPlan, Final, Health, Source, final_answer
-from proxy.headers import proxy_status
+from proxy.headers import HeaderList, proxy_status
 from proxy.payloads import Payload, failure_report, proxy_error
 from proxy.routing import BadTarget, normalise_target
 from proxy.runtime import RouteRuntime, Runtime
@@ -33,14 +32,18 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class ProxyHandler:
-    """The aiohttp low-level handler; ``runtime()`` gives the snapshot to serve with."""
+    """The aiohttp low-level handler.
 
-    def __init__(self, runtime: Callable[[], Runtime], clients: dict[str, UpstreamClient]) -> None:
-        self._runtime = runtime
+    ``runtime`` is the snapshot new requests are served with; a reload assigns a new one,
+    and requests in flight keep the one they read at their start.
+    """
+
+    def __init__(self, runtime: Runtime, clients: dict[str, UpstreamClient]) -> None:
+        self.runtime = runtime
         self._clients = clients
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        runtime = self._runtime()
+        runtime = self.runtime
         if request.method == "CONNECT":
             return _own_answer(runtime, proxy_error(405, "CONNECT is not supported"))
         try:
@@ -58,13 +61,14 @@ class ProxyHandler:
 
     def mark_own_answer(self, response: web.StreamResponse) -> None:
         """Our headers on an answer aiohttp made itself (a request it could not parse)."""
-        _mark_own(self._runtime(), response)
+        _mark_own(self.runtime, response)
 
     async def _read_body(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime
-    ) -> bytes | StreamedBody | None:
+    ) -> tuple[bytes | None, StreamedBody | None]:
+        """``(body held for replay, None)`` or ``(None, body too large to hold)``."""
         if not request.body_exists:
-            return None
+            return None, None
         limits = runtime.limits
         length = request.content_length
         if length is not None and length > limits.max_body:
@@ -75,15 +79,16 @@ class ProxyHandler:
             request.content, route.max_replay_body, limits.max_body, limits.client_body_timeout
         )
         if complete:
-            return b"".join(chunks)
-        return StreamedBody(
+            return b"".join(chunks), None
+        streamed = StreamedBody(
             chunks, size, request.content, limits.max_body, limits.client_body_timeout
         )
+        return None, streamed
 
     async def _proxy(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
     ) -> web.StreamResponse:
-        body = await self._read_body(request, runtime, route)
+        body, streamed = await self._read_body(request, runtime, route)
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + route.deadline  # a slow upload is bounded by its own timeout
         method = request.method
@@ -98,13 +103,15 @@ class ProxyHandler:
             client = self._clients[step.upstream]
             upstream_headers = runtime.forwarding.upstream_request(
                 request.headers,
-                version=(request.version.major, request.version.minor),
+                version=request.version,
                 client_ip=client_ip,
                 preserve_host=client.settings.preserve_host,
             )
-            data = body.chunks() if isinstance(body, StreamedBody) else body
-            if isinstance(body, StreamedBody) and request.content_length is not None:
-                upstream_headers["Content-Length"] = str(request.content_length)
+            data: bytes | AsyncIterator[bytes] | None = body
+            if streamed is not None:
+                data = streamed.chunks()
+                if request.content_length is not None:
+                    upstream_headers.append(("Content-Length", str(request.content_length)))
             outcome = await attempt(
                 client,
                 method,
@@ -115,19 +122,12 @@ class ProxyHandler:
                 failure_statuses=route.failure_statuses,
                 max_buffered=runtime.limits.max_buffered_response,
             )
-            if isinstance(body, StreamedBody):
-                if (
-                    body.error is None
-                    and body.started
-                    and not body.finished
-                    and isinstance(outcome, Failed)
-                    and outcome.failure is Failure.DEADLINE_EXCEEDED
-                ):
-                    body.error = ClientBodyError(408, "the request body was still arriving")
-                if body.error is not None:
+            if streamed is not None:
+                _blame_a_slow_upload(streamed, outcome)
+                if streamed.error is not None:
                     if isinstance(outcome, Answer):
                         outcome.response.close()
-                    raise body.error  # the client's fault, not the upstream's
+                    raise streamed.error  # the client's fault, not the upstream's
             if isinstance(outcome, Answer):
                 return await self._relay(request, runtime, plan, step.upstream, outcome)
             last_error = outcome.error_answer
@@ -136,7 +136,7 @@ class ProxyHandler:
                 now=loop.time(),
                 status=outcome.status,
                 retry_after=outcome.retry_after,
-                body_replayable=not (isinstance(body, StreamedBody) and body.started),
+                body_replayable=streamed is None or not streamed.started,
             )
         return self._when_all_failed(request, runtime, route, plan, last_error)
 
@@ -156,11 +156,9 @@ class ProxyHandler:
         names = runtime.header_names
         if final is Final.DEFAULT and route.default is not None:
             response = payload_response(route.default)
-            source = Source.DEFAULT.value
+            source = Source.DEFAULT
         elif final is Final.PASS_THROUGH and last_error is not None:
-            headers = runtime.forwarding.downstream_response(
-                last_error.headers, (request.version.major, request.version.minor)
-            )
+            headers = runtime.forwarding.downstream_response(last_error.headers, request.version)
             response = web.Response(
                 status=last_error.status, reason=last_error.reason, headers=headers
             )
@@ -173,9 +171,9 @@ class ProxyHandler:
                 route.name, plan.hops, status, deadline_exceeded=plan.deadline_exceeded
             )
             response = payload_response(report)
-            source = Source.NONE.value
+            source = Source.NONE
         response.headers[names.source] = source
-        response.headers[names.health] = Health.CRITICAL.value
+        response.headers[names.health] = Health.CRITICAL
         response.headers[names.proxy_status] = proxy_status(plan.hops)
         return response
 
@@ -188,14 +186,12 @@ class ProxyHandler:
         answer: Answer,
     ) -> web.StreamResponse:
         upstream_response = answer.response
-        headers = runtime.forwarding.downstream_response(
-            upstream_response.headers, (request.version.major, request.version.minor)
-        )
+        headers = runtime.forwarding.downstream_response(upstream_response.headers, request.version)
         names = runtime.header_names
-        headers[names.source] = upstream
-        headers[names.health] = plan.health_of(upstream).value
+        headers.append((names.source, upstream))
+        headers.append((names.health, plan.health_of(upstream)))
         if plan.hops:
-            headers[names.proxy_status] = proxy_status(plan.hops)
+            headers.append((names.proxy_status, proxy_status(plan.hops)))
         status = upstream_response.status
         if answer.complete:
             upstream_response.release()
@@ -207,7 +203,7 @@ def _complete_response(
     request: web.BaseRequest,
     status: int,
     upstream_response: aiohttp.ClientResponse,
-    headers: CIMultiDict[str],
+    headers: HeaderList,
     chunks: list[bytes],
 ) -> web.Response:
     response = web.Response(status=status, reason=upstream_response.reason, headers=headers)
@@ -225,7 +221,7 @@ async def _stream(
     request: web.BaseRequest,
     status: int,
     upstream_response: aiohttp.ClientResponse,
-    headers: CIMultiDict[str],
+    headers: HeaderList,
     chunks: list[bytes],
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=status, reason=upstream_response.reason, headers=headers)
@@ -251,6 +247,18 @@ async def _stream(
     return response
 
 
+def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:
+    """A streamed body still arriving when the deadline ran out: the client was slow."""
+    if (
+        streamed.error is None
+        and streamed.started
+        and not streamed.finished
+        and isinstance(outcome, Failed)
+        and outcome.failure is Failure.DEADLINE_EXCEEDED
+    ):
+        streamed.error = ClientBodyError(408, "the request body was still arriving")
+
+
 def payload_response(payload: Payload) -> web.Response:
     """A response carrying a payload of the proxy's own."""
     return web.Response(status=payload.status, body=payload.body, headers=payload.headers)
@@ -267,5 +275,5 @@ def _own_answer(runtime: Runtime, payload: Payload, *, close: bool = False) -> w
 
 def _mark_own(runtime: Runtime, response: web.StreamResponse) -> None:
     names = runtime.header_names
-    response.headers[names.source] = Source.NONE.value
-    response.headers[names.health] = Health.CRITICAL.value
+    response.headers[names.source] = Source.NONE
+    response.headers[names.health] = Health.CRITICAL

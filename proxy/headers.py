@@ -13,8 +13,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from multidict import CIMultiDict
-
 from proxy.errors import Failure, proxy_status_error
 
 HOP_BY_HOP = frozenset(
@@ -38,45 +36,44 @@ _DIGITS = re.compile(r"^[0-9]+$")
 
 
 def _all_lines(headers: Mapping[str, str], name: str) -> str:
-    """A repeated field as one comma-separated line (RFC 9110 section 5.3)."""
+    """A repeated field as one comma-separated line (RFC 9110 section 5.3); "" if absent."""
+    if name not in headers:
+        return ""
     getall = getattr(headers, "getall", None)
-    if getall is None:
-        return headers.get(name, "")
-    return ", ".join(getall(name, ()))
+    return ", ".join(getall(name)) if getall is not None else headers[name]
+
+
+_NOTHING: frozenset[str] = frozenset()
 
 
 def _connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
     if "Connection" not in headers:
-        return frozenset()
+        return _NOTHING
     listed = _all_lines(headers, "Connection")
     return frozenset(name.strip().lower() for name in listed.split(","))
 
 
-def _end_to_end(
-    headers: Iterable[tuple[str, str]], dropped: frozenset[str], listed: frozenset[str]
-) -> CIMultiDict[str]:
-    result: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers:
-        lower = name.lower()
-        if lower not in dropped and lower not in listed:
-            result.add(name, value)
-    return result
+HeaderList = list[tuple[str, str]]
+"""Headers as built for sending: aiohttp turns a list into its multidict in one go."""
 
 
-@dataclass(frozen=True, slots=True)
 class ForwardingRules:
-    """The ``headers:`` block, compiled once per config."""
+    """The ``headers:`` block, compiled once per config; one pass over the headers each way."""
 
-    via: str  # pseudonym for Via; "" adds none
-    forwarded: bool
-    _not_up: frozenset[str] = _NOT_FORWARDED_UP
-    _not_down: frozenset[str] = _NOT_FORWARDED_DOWN
+    __slots__ = ("_drop_down", "_drop_up", "_forwarded", "_via")
 
-    def _append_via(self, headers: CIMultiDict[str], version: tuple[int, int]) -> None:
-        if self.via:
-            hop = f"{version[0]}.{version[1]} {self.via}"
-            previous = _all_lines(headers, "Via")
-            headers["Via"] = f"{previous}, {hop}" if previous else hop
+    def __init__(self, *, via: str, forwarded: bool) -> None:
+        self._via = via  # pseudonym for Via; "" adds none and leaves Via alone
+        self._forwarded = forwarded
+        rewritten = {"via"} if via else set()
+        self._drop_down = _NOT_FORWARDED_DOWN | rewritten
+        if forwarded:
+            rewritten |= {"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"}
+        self._drop_up = _NOT_FORWARDED_UP | rewritten
+
+    def _via_hop(self, previous: list[str], version: tuple[int, int]) -> str:
+        hop = f"{version[0]}.{version[1]} {self._via}"
+        return ", ".join([*previous, hop]) if previous else hop
 
     def upstream_request(
         self,
@@ -85,33 +82,56 @@ class ForwardingRules:
         version: tuple[int, int],
         client_ip: str | None,
         preserve_host: bool,
-    ) -> CIMultiDict[str]:
-        """Headers for the upstream request: end-to-end ones, plus Via and X-Forwarded-*."""
-        headers = _end_to_end(
-            client_headers.items(), self._not_up, _connection_listed(client_headers)
-        )
+    ) -> HeaderList:
+        """Headers for the upstream request: end-to-end ones, plus Via and X-Forwarded-*.
+
+        A client's own X-Forwarded-Host/-Proto never pass (host-header poisoning); its
+        X-Forwarded-For and Via lines are kept and ours appended.
+        """
+        listed = _connection_listed(client_headers)
+        drop = self._drop_up
+        headers: HeaderList = []
+        forwarded_for: list[str] = []
+        via: list[str] = []
+        for name, value in client_headers.items():
+            lower = name.lower()
+            if lower in drop or lower in listed:
+                if lower == "x-forwarded-for":
+                    forwarded_for.append(value)
+                elif lower == "via":
+                    via.append(value)
+                continue
+            headers.append((name, value))
         host = client_headers.get("Host")
         if preserve_host and host:
-            headers["Host"] = host
-        if self.forwarded:
+            headers.append(("Host", host))
+        if self._forwarded:
             if client_ip:
-                previous = _all_lines(headers, "X-Forwarded-For")
-                headers["X-Forwarded-For"] = f"{previous}, {client_ip}" if previous else client_ip
-            headers["X-Forwarded-Proto"] = "http"
-            headers.popall("X-Forwarded-Host", None)  # a client's own value must not pass
+                headers.append(("X-Forwarded-For", ", ".join([*forwarded_for, client_ip])))
+            headers.append(("X-Forwarded-Proto", "http"))
             if host:
-                headers["X-Forwarded-Host"] = host
-        self._append_via(headers, version)
+                headers.append(("X-Forwarded-Host", host))
+        if self._via:
+            headers.append(("Via", self._via_hop(via, version)))
         return headers
 
     def downstream_response(
         self, upstream_headers: Mapping[str, str], version: tuple[int, int]
-    ) -> CIMultiDict[str]:
+    ) -> HeaderList:
         """Headers for the client: the upstream's end-to-end ones plus Via."""
-        headers = _end_to_end(
-            upstream_headers.items(), self._not_down, _connection_listed(upstream_headers)
-        )
-        self._append_via(headers, version)
+        listed = _connection_listed(upstream_headers)
+        drop = self._drop_down
+        headers: HeaderList = []
+        via: list[str] = []
+        for name, value in upstream_headers.items():
+            lower = name.lower()
+            if lower in drop or lower in listed:
+                if lower == "via":
+                    via.append(value)
+                continue
+            headers.append((name, value))
+        if self._via:
+            headers.append(("Via", self._via_hop(via, version)))
         return headers
 
 

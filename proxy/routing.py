@@ -28,6 +28,7 @@ _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 _REFUSED_ESCAPES = frozenset({"2F", "5C", "2E", "00"})  # / \ . NUL
+_BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
 _ALLOWED_PATH_BYTES = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$")
 
 
@@ -57,7 +58,7 @@ def origin_form(raw_target: str) -> str:
 
 def normalise_target(raw_target: str) -> tuple[str, str]:
     """``(path, query)`` in canonical form, or :class:`BadTarget`."""
-    target = origin_form(raw_target)
+    target = raw_target if raw_target.startswith("/") else origin_form(raw_target)
     path, _, query = target.partition("?")
     if not _ALLOWED_PATH_BYTES.match(path):
         raise BadTarget("the path has characters that must be percent-encoded")
@@ -65,11 +66,12 @@ def normalise_target(raw_target: str) -> tuple[str, str]:
         raise BadTarget("the path has a malformed percent escape")
     if "%" in path:
         path = _ESCAPE.sub(_canonical_escape, path)
-    for segment in path.split("/"):
-        # `..;x` is a dot segment to Tomcat, Jetty and Spring: a path parameter hides it.
-        if segment.partition(";")[0] in (".", ".."):
-            raise BadTarget("dot segments are not allowed in the path")
-    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in query) or "#" in query:
+    if "/." in path:
+        for segment in path.split("/"):
+            # `..;x` is a dot segment to Tomcat, Jetty and Spring: a path parameter hides it.
+            if segment.partition(";")[0] in (".", ".."):
+                raise BadTarget("dot segments are not allowed in the path")
+    if query and _BAD_QUERY.search(query):
         raise BadTarget("the query has characters that must be percent-encoded")
     return path, query
 
@@ -113,7 +115,9 @@ class RouteMatcher:
             return False
         if self.host is not None and not _host_matches(self.host, host_without_port(host)):
             return False
-        return all(headers.get(name) == value for name, value in self.headers)
+        if self.headers:
+            return all(headers.get(name) == value for name, value in self.headers)
+        return True
 
 
 def _host_matches(pattern: str, host: str) -> bool:

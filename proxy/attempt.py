@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,7 +21,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.errors import Failure, classify_exception, classify_status
-from proxy.headers import parse_retry_after
+from proxy.headers import HeaderList, parse_retry_after
 from proxy.upstream import UpstreamClient
 
 
@@ -97,7 +97,7 @@ async def attempt(
     client: UpstreamClient,
     method: str,
     url: URL,
-    headers: Mapping[str, str],
+    headers: HeaderList,
     data: bytes | AsyncIterable[bytes] | None,
     *,
     deadline_at: float,

@@ -38,7 +38,7 @@ class Model(BaseModel):
 
 class Listen(Model):
     host: str = "0.0.0.0"
-    port: int = Field(8080, ge=0, le=65535)  # 0: any free port (tests)
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
 
 
 class HeaderNames(Model):
@@ -58,7 +58,7 @@ class Limits(Model):
 
     max_request_line: Size = 8 * 1024
     max_header_size: Size = 8 * 1024
-    max_headers: int = Field(100, ge=1, le=10_000)
+    max_headers: int = Field(default=100, ge=1, le=10_000)
     max_body: Size = 10 * 1024**2
     client_header_timeout: Duration = 60.0
     client_body_timeout: Duration = 30.0
@@ -78,7 +78,7 @@ class Tls(Model):
 class Upstream(Model):
     url: str
     timeouts: Timeouts = Timeouts()
-    max_connections: int = Field(100, ge=1, le=100_000)
+    max_connections: int = Field(default=100, ge=1, le=100_000)
     preserve_host: bool = False
     tls: Tls = Tls()
 
@@ -151,7 +151,7 @@ class Match(Model):
 class Retry(Model):
     """Same-upstream retries; moving on to the next upstream needs no retry budget."""
 
-    attempts: int = Field(1, ge=1, le=10)  # tries per upstream, counting the first
+    attempts: int = Field(default=1, ge=1, le=10)  # tries per upstream, counting the first
     backoff: Duration = 0.025
     max_backoff: Duration = 1.0  # also caps the Retry-After the proxy is willing to wait
     on: list[Any] = ["connect_error", "timeout", "5xx", "429"]
@@ -169,7 +169,7 @@ class Retry(Model):
 
 
 class DefaultPayload(Model):
-    status: int = Field(200, ge=200, le=599)
+    status: int = Field(default=200, ge=200, le=599)
     headers: dict[str, str] = {}
     body: str | None = None
     body_file: str | None = None

@@ -50,7 +50,7 @@ class RetryPolicy:
 
     def backoff_delay(self, retry_number: int, uniform: Callable[[float, float], float]) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
-        ceiling = min(self.max_backoff, self.backoff * (2 ** (retry_number - 1)))
+        ceiling = min(self.max_backoff, self.backoff * 2.0 ** (retry_number - 1))
         return ceiling / 2 + uniform(0, ceiling / 2)
 
 

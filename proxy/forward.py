@@ -154,6 +154,7 @@ class ProxyHandler:
             deadline_exceeded=plan.deadline_exceeded,
         )
         names = runtime.header_names
+        source: str
         if final is Final.DEFAULT and route.default is not None:
             response = payload_response(route.default)
             source = Source.DEFAULT

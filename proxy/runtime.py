@@ -14,6 +14,7 @@ from pathlib import Path
 from yarl import URL
 
 from proxy import config
+from proxy.config import Config, Limits
 from proxy.errors import RETRY_GROUPS, Failure
 from proxy.fallback import RetryPolicy
 from proxy.headers import ForwardingRules
@@ -54,13 +55,13 @@ class HeaderNames:
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    config: config.Config
+    config: Config
     router: Router[RouteRuntime]
     routes: tuple[RouteRuntime, ...]
     upstreams: dict[str, UpstreamSettings]
     forwarding: ForwardingRules
     header_names: HeaderNames
-    limits: config.Limits
+    limits: Limits
 
 
 def expand_statuses(items: list[int | str]) -> frozenset[int]:

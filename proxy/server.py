@@ -34,7 +34,7 @@ def require_strict_parser() -> None:
     if version < MIN_AIOHTTP:
         wanted = ".".join(map(str, MIN_AIOHTTP))
         raise StartupError(f"aiohttp {aiohttp.__version__} is too old; {wanted} or newer needed")
-    parser = web_protocol.HttpRequestParser
+    parser = web_protocol.HttpRequestParser  # type: ignore[attr-defined]
     if parser.__module__ != "aiohttp._http_parser":
         raise StartupError(
             "aiohttp is using its pure-Python HTTP parser (AIOHTTP_NO_EXTENSIONS set, or no "

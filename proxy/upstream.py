@@ -10,11 +10,12 @@ and query, ``encoded=True``, so the bytes that matched are the bytes that are se
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterable, Awaitable, Mapping
+from collections.abc import AsyncIterable, Awaitable
 
 import aiohttp
 from yarl import URL
 
+from proxy.headers import HeaderList
 from proxy.runtime import UpstreamSettings
 
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -91,7 +92,7 @@ class UpstreamClient:
         self,
         method: str,
         url: URL,
-        headers: Mapping[str, str],
+        headers: HeaderList,
         data: bytes | AsyncIterable[bytes] | None,
         timeout: aiohttp.ClientTimeout,
     ) -> Awaitable[aiohttp.ClientResponse]:

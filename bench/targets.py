@@ -17,6 +17,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import payloads
@@ -115,13 +116,19 @@ def start_upstream(children: Children, kind: str, port: int, cpu: int | None) ->
 
 
 def start_failover_proxy(
-    children: Children, port: int, upstream_port: int, cpu: int | None, command: str
+    children: Children,
+    port: int,
+    upstream_port: int,
+    cpu: int | None,
+    command: str,
+    wrapper: Sequence[str] = (),
 ) -> Proc:
-    """``command`` is a template with ``{python}`` and ``{config}``, run from the repo root."""
+    """``command`` is a template with ``{python}`` and ``{config}``, run from the repo root;
+    ``wrapper`` goes in front of it (``instructions.py`` puts valgrind there)."""
     config = children.log_dir / "failover-proxy.yaml"
     config.write_text(failover_proxy_conf(port, upstream_port))
     argv = [arg.format(python=sys.executable, config=config) for arg in shlex.split(command)]
-    return children.start("failover-proxy", argv, cpu, cwd=REPO_DIR)
+    return children.start("failover-proxy", [*wrapper, *argv], cpu, cwd=REPO_DIR)
 
 
 def start_nginx_proxy(children: Children, port: int, upstream_port: int, cpu: int | None) -> Proc:
@@ -131,9 +138,11 @@ def start_nginx_proxy(children: Children, port: int, upstream_port: int, cpu: in
     )
 
 
-def start_bare_proxy(children: Children, port: int, upstream_port: int, cpu: int | None) -> Proc:
+def start_bare_proxy(
+    children: Children, port: int, upstream_port: int, cpu: int | None, wrapper: Sequence[str] = ()
+) -> Proc:
     argv = [
-        sys.executable, str(BENCH_DIR / "bare_proxy.py"), "--port", str(port),
+        *wrapper, sys.executable, str(BENCH_DIR / "bare_proxy.py"), "--port", str(port),
         "--upstream", f"http://{HOST}:{upstream_port}", "--limit", "100",
     ]  # fmt: skip
     return children.start("bare-aiohttp", argv, cpu)

@@ -9,12 +9,15 @@ import contextlib
 import gc
 import logging
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from proxy.config import Config
 from proxy.forward import ProxyHandler
+from proxy.guard import UpstreamGuard
 from proxy.runtime import build_runtime
 from proxy.server import build_server, require_strict_parser
 from proxy.upstream import UpstreamClient
@@ -25,9 +28,22 @@ log = logging.getLogger("failover_proxy")
 class ProxyApp:
     """A running proxy: its runtime snapshot, upstream clients and listener."""
 
-    def __init__(self, config: Config, base: Path) -> None:
+    def __init__(
+        self, config: Config, base: Path, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.clients: dict[str, UpstreamClient] = {}
-        self.handler = ProxyHandler(build_runtime(config, base), self.clients)
+        runtime = build_runtime(config, base)
+        self.guards = {
+            name: UpstreamGuard(
+                name,
+                settings.breaker,
+                max_concurrent=settings.max_concurrent,
+                max_cooldown=settings.max_cooldown,
+                clock=clock,
+            )
+            for name, settings in runtime.upstreams.items()
+        }
+        self.handler = ProxyHandler(runtime, self.clients, self.guards)
         self._runner: web.ServerRunner | None = None
         self.port: int | None = None
 

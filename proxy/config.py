@@ -15,9 +15,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
-from proxy.units import parse_duration, parse_size
+from proxy.units import parse_duration, parse_ratio, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Ratio = Annotated[float, BeforeValidator(parse_ratio)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
@@ -75,10 +76,49 @@ class Tls(Model):
     ca_file: str | None = None
 
 
+class SlowCall(Model):
+    duration: Duration
+    rate: Ratio = 1.0
+
+
+class CircuitBreaker(Model):
+    """Defaults after Envoy's outlier detection (5 in a row, 30s growing to 5m) and
+    Resilience4j (a rate over a window, a bounded number of half-open probes)."""
+
+    enabled: bool = True
+    window: int | str = 20  # the last N calls, or a duration such as 30s
+    min_calls: int = Field(default=10, ge=1)
+    failure_rate: Ratio = 0.5
+    consecutive_failures: int = Field(default=5, ge=1)
+    slow_call: SlowCall | None = None
+    open_for: Duration = 30.0
+    max_open_for: Duration = 300.0
+    half_open_probes: int = Field(default=3, ge=1, le=1000)
+
+    @field_validator("window")
+    @classmethod
+    def _calls_or_duration(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("a window of calls holds at least 1")
+        else:
+            parse_duration(value)
+        return value
+
+    def window_calls(self) -> int | None:
+        return self.window if isinstance(self.window, int) else None
+
+    def window_seconds(self) -> float | None:
+        return None if isinstance(self.window, int) else parse_duration(self.window)
+
+
 class Upstream(Model):
     url: str
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(default=100, ge=1, le=100_000)
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    max_concurrent: int | None = Field(default=None, ge=1)  # more in flight: skip (overloaded)
+    max_cooldown: Duration = 60.0  # cap on a Retry-After cooldown
     preserve_host: bool = False
     tls: Tls = Tls()
 

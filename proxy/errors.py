@@ -28,21 +28,27 @@ class Failure(StrEnum):
     BODY_TRUNCATED = "body_truncated"
     PROTOCOL_ERROR = "protocol_error"  # the upstream spoke broken HTTP
     DEADLINE_EXCEEDED = "deadline_exceeded"
+    # Skips: the upstream was not tried at all.
+    BREAKER_OPEN = "breaker_open"
+    COOLING_DOWN = "cooling_down"
+    OVERLOADED = "overloaded"
 
 
-NEVER_SENT = frozenset(
-    {
-        Failure.CONNECTION_REFUSED,
-        Failure.CONNECTION_ERROR,
-        Failure.DNS_ERROR,
-        Failure.CONNECT_TIMEOUT,
-        Failure.TLS_ERROR,
-    }
-)
+SKIPPED = frozenset({Failure.BREAKER_OPEN, Failure.COOLING_DOWN, Failure.OVERLOADED})
+"""The upstream was passed over without a connection: move on at once, never retry it."""
+
+
+NEVER_SENT = SKIPPED | {
+    Failure.CONNECTION_REFUSED,
+    Failure.CONNECTION_ERROR,
+    Failure.DNS_ERROR,
+    Failure.CONNECT_TIMEOUT,
+    Failure.TLS_ERROR,
+}
 """Failures that prove the request never reached the upstream: any method may move on."""
 
 RETRY_GROUPS: dict[str, frozenset[Failure]] = {
-    "connect_error": NEVER_SENT - {Failure.CONNECT_TIMEOUT},
+    "connect_error": NEVER_SENT - SKIPPED - {Failure.CONNECT_TIMEOUT},
     "timeout": frozenset({Failure.CONNECT_TIMEOUT, Failure.READ_TIMEOUT}),
     "reset": frozenset({Failure.CONNECTION_RESET, Failure.BODY_TRUNCATED, Failure.PROTOCOL_ERROR}),
     "5xx": frozenset({Failure.HTTP_5XX, Failure.HTTP_STATUS}),
@@ -62,6 +68,9 @@ _PROXY_STATUS_ERROR = {
     Failure.BODY_TRUNCATED: "http_response_incomplete",
     Failure.PROTOCOL_ERROR: "http_protocol_error",
     Failure.DEADLINE_EXCEEDED: "http_response_timeout",
+    Failure.BREAKER_OPEN: "destination_unavailable",
+    Failure.COOLING_DOWN: "destination_unavailable",
+    Failure.OVERLOADED: "connection_limit_reached",
 }
 
 

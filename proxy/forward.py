@@ -22,6 +22,7 @@ from proxy.attempt import Answer, ErrorAnswer, Failed, attempt
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
 from proxy.errors import Failure
 from proxy.fallback import FailoverPlan, Final, Health, Source, final_answer
+from proxy.guard import UpstreamGuard
 from proxy.headers import HeaderList, proxy_status
 from proxy.payloads import Payload, failure_report, proxy_error
 from proxy.routing import BadTarget, normalise_target
@@ -38,9 +39,15 @@ class ProxyHandler:
     and requests in flight keep the one they read at their start.
     """
 
-    def __init__(self, runtime: Runtime, clients: dict[str, UpstreamClient]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        clients: dict[str, UpstreamClient],
+        guards: dict[str, UpstreamGuard],
+    ) -> None:
         self.runtime = runtime
         self._clients = clients
+        self._guards = guards
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
@@ -97,10 +104,15 @@ class ProxyHandler:
         client_ip = request.remote
         last_error: ErrorAnswer | None = None
         step = plan.first()
-        while step.upstream is not None:
+        while (upstream := step.upstream) is not None:
             if step.delay:
                 await asyncio.sleep(step.delay)
-            client = self._clients[step.upstream]
+            guard = self._guards[upstream]
+            ticket = guard.admit()
+            if isinstance(ticket, Failure):  # skipped without a connection attempt
+                step = plan.after_failure(ticket, now=loop.time())
+                continue
+            client = self._clients[upstream]
             upstream_headers = runtime.forwarding.upstream_request(
                 request.headers,
                 version=request.version,
@@ -112,24 +124,33 @@ class ProxyHandler:
                 data = streamed.chunks()
                 if request.content_length is not None:
                     upstream_headers.append(("Content-Length", str(request.content_length)))
-            outcome = await attempt(
-                client,
-                method,
-                client.url(path, query),
-                upstream_headers,
-                data,
-                deadline_at=deadline_at,
-                failure_statuses=route.failure_statuses,
-                max_buffered=runtime.limits.max_buffered_response,
-            )
+            try:
+                outcome = await attempt(
+                    client,
+                    method,
+                    client.url(path, query),
+                    upstream_headers,
+                    data,
+                    deadline_at=deadline_at,
+                    failure_statuses=route.failure_statuses,
+                    max_buffered=runtime.limits.max_buffered_response,
+                )
+            except BaseException:
+                guard.abandon(ticket)
+                raise
             if streamed is not None:
                 _blame_a_slow_upload(streamed, outcome)
                 if streamed.error is not None:
+                    guard.abandon(ticket)
                     if isinstance(outcome, Answer):
                         outcome.response.close()
                     raise streamed.error  # the client's fault, not the upstream's
             if isinstance(outcome, Answer):
-                return await self._relay(request, runtime, plan, step.upstream, outcome)
+                guard.finish(ticket, None)
+                return await self._relay(request, runtime, plan, upstream, outcome)
+            guard.finish(
+                ticket, outcome.failure, status=outcome.status, retry_after=outcome.retry_after
+            )
             last_error = outcome.error_answer
             step = plan.after_failure(
                 outcome.failure,

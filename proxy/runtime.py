@@ -14,6 +14,7 @@ from pathlib import Path
 from yarl import URL
 
 from proxy import config
+from proxy.breaker import BreakerSettings
 from proxy.config import Config, Limits
 from proxy.errors import RETRY_GROUPS, Failure
 from proxy.fallback import RetryPolicy
@@ -33,6 +34,9 @@ class UpstreamSettings:
     preserve_host: bool
     tls_verify: bool
     ca_file: Path | None
+    breaker: BreakerSettings | None
+    max_concurrent: int | None
+    max_cooldown: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,26 @@ def _upstream(name: str, upstream: config.Upstream, base: Path) -> UpstreamSetti
         preserve_host=upstream.preserve_host,
         tls_verify=upstream.tls.verify,
         ca_file=base / upstream.tls.ca_file if upstream.tls.ca_file else None,
+        breaker=_breaker(upstream.circuit_breaker),
+        max_concurrent=upstream.max_concurrent,
+        max_cooldown=upstream.max_cooldown,
+    )
+
+
+def _breaker(cb: config.CircuitBreaker) -> BreakerSettings | None:
+    if not cb.enabled:
+        return None
+    return BreakerSettings(
+        window_calls=cb.window_calls(),
+        window_seconds=cb.window_seconds(),
+        min_calls=cb.min_calls,
+        failure_rate=cb.failure_rate,
+        consecutive_failures=cb.consecutive_failures,
+        slow_call_duration=cb.slow_call.duration if cb.slow_call else None,
+        slow_call_rate=cb.slow_call.rate if cb.slow_call else 1.0,
+        open_for=cb.open_for,
+        max_open_for=max(cb.max_open_for, cb.open_for),
+        half_open_probes=cb.half_open_probes,
     )
 
 

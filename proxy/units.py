@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -49,6 +50,18 @@ def parse_size(value: object) -> int:
         if match:
             return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
     raise ValueError(f"expected a size such as 64KiB or 1MiB, got {value!r}")
+
+
+def parse_ratio(value: object) -> float:
+    """A fraction in [0, 1] from ``50%`` (or a number between 0 and 1)."""
+    ratio: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        ratio = float(value)
+    elif isinstance(value, str) and (match := _PERCENT.match(value)):
+        ratio = float(match.group(1)) / 100
+    if ratio is None or not 0 <= ratio <= 1:
+        raise ValueError(f"expected a percentage such as 50%, got {value!r}")
+    return ratio
 
 
 def format_duration(seconds: float) -> str:

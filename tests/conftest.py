@@ -127,9 +127,10 @@ async def start_proxy(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[s
     """Start the proxy with a config given as a dict; returns its base URL."""
     apps: list[ProxyApp] = []
 
-    async def start(config: dict[str, Any]) -> str:
+    async def start(config: dict[str, Any], clock: Callable[[], float] | None = None) -> str:
         config = {"listen": {"host": LOOPBACK, "port": 0}, **config}
-        app = ProxyApp(Config.model_validate(config), tmp_path)
+        extra = {"clock": clock} if clock else {}
+        app = ProxyApp(Config.model_validate(config), tmp_path, **extra)
         await app.start()
         apps.append(app)
         return f"http://{LOOPBACK}:{app.port}"
@@ -137,6 +138,16 @@ async def start_proxy(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[s
     yield start
     for app in apps:
         await app.stop()
+
+
+class FakeClock:
+    """The proxy's monotonic clock for breakers and cooldowns, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture

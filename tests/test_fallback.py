@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config import RETRY_ON_CHOICES
-from proxy.errors import NEVER_SENT, RETRY_GROUPS, Failure, classify_status
+from proxy.errors import NEVER_SENT, RETRY_GROUPS, SKIPPED, Failure, classify_status
 from proxy.fallback import FailoverPlan, Final, Health, RetryPolicy, Step, final_answer
 from proxy.headers import FailedHop
 
@@ -211,7 +211,7 @@ def test_every_retry_on_name_in_the_schema_has_a_group():
 
 
 def test_connect_error_means_never_sent_and_timeout_covers_connect_and_read():
-    assert RETRY_GROUPS["connect_error"] | {Failure.CONNECT_TIMEOUT} == NEVER_SENT
+    assert RETRY_GROUPS["connect_error"] | {Failure.CONNECT_TIMEOUT} == NEVER_SENT - SKIPPED
     assert RETRY_GROUPS["timeout"] == {Failure.CONNECT_TIMEOUT, Failure.READ_TIMEOUT}
     assert RETRY_GROUPS["429"] == {Failure.HTTP_429}
     assert Failure.HTTP_5XX in RETRY_GROUPS["5xx"]

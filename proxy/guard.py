@@ -1,0 +1,115 @@
+"""Whether an upstream is tried at all: its circuit breaker, a ``Retry-After`` cooldown
+and its concurrency limit, kept together per upstream. Pure: an injected clock, no I/O.
+
+``admit()`` either lets a call through (a :class:`Ticket`) or names why the upstream is
+skipped (``breaker_open``, ``cooling_down``, ``overloaded``): the failover chain then
+moves to the next upstream at once, without a connection attempt. ``finish()`` reports
+how the call went, which is where the rules on what counts live:
+
+- a failure the route counts (5xx, timeouts, connection errors, a body cut short)
+  counts against the breaker;
+- a ``429`` or ``503`` carrying ``Retry-After`` starts a cooldown (capped at
+  ``max_cooldown``) instead, and does not count: the upstream told us when to return;
+- a 4xx other than 429 is an answer, and counts as a success;
+- a deadline cut short by the route's own budget, or a client that went away, does
+  not count either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.breaker import BreakerSettings, CircuitBreaker, Permit, Transition
+from proxy.errors import Failure
+
+log = logging.getLogger("failover_proxy")
+
+_NOT_COUNTED = frozenset({Failure.DEADLINE_EXCEEDED})
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    started: float
+    permit: Permit | None  # None when the upstream has no breaker
+
+
+class UpstreamGuard:
+    def __init__(
+        self,
+        name: str,
+        breaker: BreakerSettings | None,
+        *,
+        max_concurrent: int | None,
+        max_cooldown: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self._clock = clock
+        self.breaker = (
+            CircuitBreaker(breaker, clock, on_transition=self._log_transition) if breaker else None
+        )
+        self.max_concurrent = max_concurrent
+        self.max_cooldown = max_cooldown
+        self.cooldown_until = 0.0
+        self.in_flight = 0
+
+    def admit(self) -> Ticket | Failure:
+        now = self._clock()
+        if now < self.cooldown_until:
+            return Failure.COOLING_DOWN
+        if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
+            return Failure.OVERLOADED
+        permit = None
+        if self.breaker is not None:
+            permit = self.breaker.acquire()
+            if permit is None:
+                return Failure.BREAKER_OPEN
+        self.in_flight += 1
+        return Ticket(now, permit)
+
+    def finish(
+        self,
+        ticket: Ticket,
+        failure: Failure | None,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """Report a call's end; ``failure`` None means the upstream answered acceptably."""
+        self.in_flight -= 1
+        if status in (429, 503) and retry_after is not None:
+            self._cool_down(retry_after)
+            self._release(ticket)
+        elif failure in _NOT_COUNTED:
+            self._release(ticket)
+        elif self.breaker is not None and ticket.permit is not None:
+            duration = self._clock() - ticket.started
+            self.breaker.record(ticket.permit, failed=failure is not None, duration=duration)
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The call ended for a reason that says nothing about the upstream."""
+        self.in_flight -= 1
+        self._release(ticket)
+
+    def _release(self, ticket: Ticket) -> None:
+        if self.breaker is not None and ticket.permit is not None:
+            self.breaker.release(ticket.permit)
+
+    def _cool_down(self, seconds: float) -> None:
+        seconds = min(seconds, self.max_cooldown)
+        until = self._clock() + seconds
+        if until > self.cooldown_until:
+            if self.cooldown_until <= self._clock():
+                log.warning("upstream %s: cooling down for %.1fs (Retry-After)", self.name, seconds)
+            self.cooldown_until = until
+
+    def _log_transition(self, transition: Transition) -> None:
+        log.warning(
+            "upstream %s: circuit %s -> %s (%s)",
+            self.name,
+            transition.from_state,
+            transition.to_state,
+            transition.reason,
+        )

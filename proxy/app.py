@@ -29,7 +29,12 @@ class ProxyApp:
     """A running proxy: its runtime snapshot, upstream clients and listener."""
 
     def __init__(
-        self, config: Config, base: Path, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: Config,
+        base: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.clients: dict[str, UpstreamClient] = {}
         runtime = build_runtime(config, base)
@@ -39,7 +44,9 @@ class ProxyApp:
                 settings.breaker,
                 max_concurrent=settings.max_concurrent,
                 max_cooldown=settings.max_cooldown,
+                quota=settings.quota,
                 clock=clock,
+                wall_clock=wall_clock,
             )
             for name, settings in runtime.upstreams.items()
         }

@@ -112,6 +112,18 @@ class CircuitBreaker(Model):
         return None if isinstance(self.window, int) else parse_duration(self.window)
 
 
+class Quota(Model):
+    per_second: float | None = Field(default=None, gt=0)
+    per_minute: int | None = Field(default=None, ge=1)
+    per_hour: int | None = Field(default=None, ge=1)
+    per_day: int | None = Field(default=None, ge=1)
+
+    @field_validator("per_second", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class Upstream(Model):
     url: str
     timeouts: Timeouts = Timeouts()
@@ -119,6 +131,7 @@ class Upstream(Model):
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     max_concurrent: int | None = Field(default=None, ge=1)  # more in flight: skip (overloaded)
     max_cooldown: Duration = 60.0  # cap on a Retry-After cooldown
+    quota: Quota | None = None
     preserve_host: bool = False
     tls: Tls = Tls()
 

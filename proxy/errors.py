@@ -32,9 +32,12 @@ class Failure(StrEnum):
     BREAKER_OPEN = "breaker_open"
     COOLING_DOWN = "cooling_down"
     OVERLOADED = "overloaded"
+    QUOTA_EXHAUSTED = "quota_exhausted"
 
 
-SKIPPED = frozenset({Failure.BREAKER_OPEN, Failure.COOLING_DOWN, Failure.OVERLOADED})
+SKIPPED = frozenset(
+    {Failure.BREAKER_OPEN, Failure.COOLING_DOWN, Failure.OVERLOADED, Failure.QUOTA_EXHAUSTED}
+)
 """The upstream was passed over without a connection: move on at once, never retry it."""
 
 
@@ -71,6 +74,7 @@ _PROXY_STATUS_ERROR = {
     Failure.BREAKER_OPEN: "destination_unavailable",
     Failure.COOLING_DOWN: "destination_unavailable",
     Failure.OVERLOADED: "connection_limit_reached",
+    Failure.QUOTA_EXHAUSTED: "destination_unavailable",
 }
 
 

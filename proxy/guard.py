@@ -1,10 +1,10 @@
-"""Whether an upstream is tried at all: its circuit breaker, a ``Retry-After`` cooldown
-and its concurrency limit, kept together per upstream. Pure: an injected clock, no I/O.
+"""Whether an upstream is tried at all: its circuit breaker, a ``Retry-After`` cooldown,
+its concurrency limit and its quota, kept together per upstream. Pure: an injected clock, no I/O.
 
 ``admit()`` either lets a call through (a :class:`Ticket`) or names why the upstream is
-skipped (``breaker_open``, ``cooling_down``, ``overloaded``): the failover chain then
-moves to the next upstream at once, without a connection attempt. ``finish()`` reports
-how the call went, which is where the rules on what counts live:
+skipped (``breaker_open``, ``cooling_down``, ``overloaded``, ``quota_exhausted``): the
+failover chain then moves to the next upstream at once, without a connection attempt.
+``finish()`` reports how the call went, which is where the rules on what counts live:
 
 - a failure the route counts (5xx, timeouts, connection errors, a body cut short)
   counts against the breaker;
@@ -18,11 +18,13 @@ how the call went, which is where the rules on what counts live:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.breaker import BreakerSettings, CircuitBreaker, Permit, Transition
 from proxy.errors import Failure
+from proxy.quota import Quota, QuotaSettings
 
 log = logging.getLogger("failover_proxy")
 
@@ -43,7 +45,9 @@ class UpstreamGuard:
         *,
         max_concurrent: int | None,
         max_cooldown: float,
+        quota: QuotaSettings | None = None,
         clock: Callable[[], float],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self._clock = clock
@@ -54,6 +58,7 @@ class UpstreamGuard:
         self.max_cooldown = max_cooldown
         self.cooldown_until = 0.0
         self.in_flight = 0
+        self.quota = Quota(name, quota, wall_clock) if quota else None
 
     def admit(self) -> Ticket | Failure:
         now = self._clock()
@@ -66,6 +71,10 @@ class UpstreamGuard:
             permit = self.breaker.acquire()
             if permit is None:
                 return Failure.BREAKER_OPEN
+        if self.quota is not None and not self.quota.try_spend():
+            if permit is not None and self.breaker is not None:
+                self.breaker.release(permit)
+            return Failure.QUOTA_EXHAUSTED
         self.in_flight += 1
         return Ticket(now, permit)
 

@@ -20,6 +20,7 @@ from proxy.errors import RETRY_GROUPS, Failure
 from proxy.fallback import RetryPolicy
 from proxy.headers import ForwardingRules
 from proxy.payloads import Payload, load_default
+from proxy.quota import QuotaSettings
 from proxy.routing import RouteMatcher, Router
 
 
@@ -37,6 +38,7 @@ class UpstreamSettings:
     breaker: BreakerSettings | None
     max_concurrent: int | None
     max_cooldown: float
+    quota: QuotaSettings | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ def _upstream(name: str, upstream: config.Upstream, base: Path) -> UpstreamSetti
         breaker=_breaker(upstream.circuit_breaker),
         max_concurrent=upstream.max_concurrent,
         max_cooldown=upstream.max_cooldown,
+        quota=QuotaSettings(**upstream.quota.model_dump()) if upstream.quota else None,
     )
 
 

@@ -129,7 +129,7 @@ async def start_proxy(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[s
 
     async def start(config: dict[str, Any], clock: Callable[[], float] | None = None) -> str:
         config = {"listen": {"host": LOOPBACK, "port": 0}, **config}
-        extra = {"clock": clock} if clock else {}
+        extra = {"clock": clock, "wall_clock": clock} if clock else {}
         app = ProxyApp(Config.model_validate(config), tmp_path, **extra)
         await app.start()
         apps.append(app)

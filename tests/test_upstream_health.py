@@ -49,7 +49,7 @@ async def test_open_breaker_skips_the_sick_upstream_without_a_connection(
     assert primary.hits == 3
 
     health["status"] = 200
-    clock.now += 31
+    clock.now += 33.1  # open_for 30s plus at most 10% jitter
     async with client.get(proxy + "/x") as response:
         assert response.headers["X-Failover-Source"] == "primary"  # the half-open probe
         assert response.headers["X-Failover-Health"] == "healthy"

@@ -1,0 +1,90 @@
+"""Quotas: a token bucket per second and fixed UTC windows, spent before the provider
+refuses; the fake clock is wall-clock seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from proxy.quota import Quota, QuotaSettings
+from tests.conftest import FakeClock, route
+
+
+def spend(quota: Quota, times: int) -> int:
+    return sum(quota.try_spend() for _ in range(times))
+
+
+def test_the_per_second_bucket_allows_its_rate_and_refills():
+    clock = FakeClock()
+    quota = Quota("p", QuotaSettings(per_second=5), clock)
+    assert spend(quota, 10) == 5
+    clock.now += 0.41
+    assert spend(quota, 10) == 2
+    clock.now += 10
+    assert spend(quota, 10) == 5  # the bucket holds at most one second's worth
+
+
+def test_a_fixed_window_resets_on_its_utc_boundary():
+    clock = FakeClock()
+    clock.now = 3600 * 1000 + 3590  # ten seconds before an hour ends
+    quota = Quota("p", QuotaSettings(per_hour=3), clock)
+    assert spend(quota, 5) == 3
+    clock.now += 9
+    assert spend(quota, 1) == 0
+    clock.now += 1
+    assert spend(quota, 5) == 3
+
+
+def test_every_limit_must_have_room():
+    clock = FakeClock()
+    quota = Quota("p", QuotaSettings(per_second=100, per_minute=4), clock)
+    assert spend(quota, 10) == 4
+
+
+def test_use_is_reported_with_warnings_at_75_and_90_percent(caplog):
+    clock = FakeClock()
+    clock.now = 0
+    quota = Quota("p", QuotaSettings(per_day=20), clock)
+    with caplog.at_level(logging.WARNING, logger="failover_proxy"):
+        spend(quota, 14)
+        assert quota.use()[0].warning is None
+        spend(quota, 1)
+        assert quota.use()[0].warning == 0.75
+        spend(quota, 3)
+        assert quota.use()[0].warning == 0.9
+    (use,) = quota.use()
+    assert (use.period, use.used, use.limit) == ("per_day", 18, 20)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "upstream p: 75% of its day quota used (15 of 20)",
+        "upstream p: 90% of its day quota used (18 of 20)",
+    ]
+
+
+async def test_a_spent_quota_moves_traffic_to_the_next_upstream(http_upstream, start_proxy, client):
+    primary = await http_upstream(lambda r: asyncio.sleep(0, web.Response(text="primary")))
+    secondary = await http_upstream(lambda r: asyncio.sleep(0, web.Response(text="secondary")))
+    clock = FakeClock()
+    config = {
+        "upstreams": {
+            "primary": {"url": primary.url, "quota": {"per_second": 2, "per_minute": 3}},
+            "secondary": {"url": secondary.url},
+        },
+        "routes": [route()],
+    }
+    proxy = await start_proxy(config, clock=clock)
+    sources = []
+    for _ in range(5):
+        async with client.get(proxy + "/x") as response:
+            sources.append(await response.text())
+            if sources[-1] == "secondary":
+                assert 'details="quota_exhausted"' in response.headers["Proxy-Status"]
+    assert sources == ["primary", "primary", "secondary", "secondary", "secondary"]
+    clock.now += 1
+    async with client.get(proxy + "/x") as response:
+        assert await response.text() == "primary"  # the third of the minute's three
+    async with client.get(proxy + "/x") as response:
+        assert await response.text() == "secondary"
+    assert primary.hits == 3

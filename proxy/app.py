@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy.checks import HealthChecker
 from proxy.config import Config
 from proxy.forward import ProxyHandler
 from proxy.guard import UpstreamGuard
@@ -52,6 +53,7 @@ class ProxyApp:
         }
         self.handler = ProxyHandler(runtime, self.clients, self.guards)
         self._runner: web.ServerRunner | None = None
+        self._checks: list[asyncio.Task[None]] = []
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -59,6 +61,11 @@ class ProxyApp:
         runtime = self.handler.runtime
         for name, settings in runtime.upstreams.items():
             self.clients[name] = UpstreamClient(settings)
+            if settings.health_check is not None:
+                checker = HealthChecker(
+                    self.clients[name], self.guards[name], settings.health_check
+                )
+                self._checks.append(asyncio.create_task(checker.run(), name=f"check {name}"))
         config = runtime.config
         server = build_server(self.handler, config.limits)
         self._runner = web.ServerRunner(
@@ -78,6 +85,10 @@ class ProxyApp:
         log.info("listening on %s:%s (event loop: %s)", config.listen.host, self.port, loop_name)
 
     async def stop(self) -> None:
+        for task in self._checks:
+            task.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
+        self._checks.clear()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

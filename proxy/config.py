@@ -27,6 +27,15 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 RETRY_ON_CHOICES = ("connect_error", "timeout", "reset", "5xx", "429")
 
 
+def status_list(value: list[Any]) -> list[int | str]:
+    """Status codes and classes (``503``, ``5xx``), as ``failure_statuses`` and checks use."""
+    for item in value:
+        valid_code = isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599
+        if not (valid_code or item in ("2xx", "3xx", "4xx", "5xx")):
+            raise ValueError(f"expected a status code or a class such as 5xx, got {item!r}")
+    return value
+
+
 def _header_name(value: str) -> str:
     if not _TOKEN.match(value):
         raise ValueError(f"{value!r} is not a valid HTTP header name")
@@ -124,6 +133,34 @@ class Quota(Model):
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+class HealthCheck(Model):
+    path: str = "/healthz"
+    interval: Duration = 5.0
+    timeout: Duration = 1.0
+    healthy_threshold: int = Field(default=2, ge=1)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+    expected_status: list[Any] = ["2xx"]
+
+    @field_validator("path")
+    @classmethod
+    def _starts_with_slash(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"a path starts with '/', got {value!r}")
+        return value
+
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("expected_status")
+    @classmethod
+    def _statuses(cls, value: list[Any]) -> list[int | str]:
+        return status_list(value)
+
+
 class Upstream(Model):
     url: str
     timeouts: Timeouts = Timeouts()
@@ -132,6 +169,7 @@ class Upstream(Model):
     max_concurrent: int | None = Field(default=None, ge=1)  # more in flight: skip (overloaded)
     max_cooldown: Duration = 60.0  # cap on a Retry-After cooldown
     quota: Quota | None = None
+    health_check: HealthCheck | None = None
     preserve_host: bool = False
     tls: Tls = Tls()
 
@@ -246,11 +284,7 @@ class Route(Model):
     @field_validator("failure_statuses")
     @classmethod
     def _statuses(cls, value: list[Any]) -> list[int | str]:
-        for item in value:
-            valid_code = isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599
-            if not (valid_code or item in ("4xx", "5xx")):
-                raise ValueError(f"expected a status code or 4xx/5xx, got {item!r}")
-        return value
+        return status_list(value)
 
     @field_validator("deadline")
     @classmethod

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.breaker import BreakerSettings, CircuitBreaker, Permit, Transition
+from proxy.breaker import BreakerSettings, CircuitBreaker, Permit, State, Transition
 from proxy.errors import Failure
 from proxy.quota import Quota, QuotaSettings
 
@@ -59,9 +59,14 @@ class UpstreamGuard:
         self.cooldown_until = 0.0
         self.in_flight = 0
         self.quota = Quota(name, quota, wall_clock) if quota else None
+        self.check_healthy = True
+        self._check_passes = 0
+        self._check_failures = 0
 
     def admit(self) -> Ticket | Failure:
         now = self._clock()
+        if not self.check_healthy:
+            return Failure.BREAKER_OPEN
         if now < self.cooldown_until:
             return Failure.COOLING_DOWN
         if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
@@ -101,6 +106,30 @@ class UpstreamGuard:
         """The call ended for a reason that says nothing about the upstream."""
         self.in_flight -= 1
         self._release(ticket)
+
+    def check_result(
+        self, passed: bool, detail: str, *, healthy_threshold: int, unhealthy_threshold: int
+    ) -> None:
+        """An active health check's result: enough failures in a row hold the circuit open
+        before users pay for it; enough passes in a row close it (Envoy's semantics)."""
+        if passed:
+            self._check_failures = 0
+            self._check_passes += 1
+            if not self.check_healthy and self._check_passes >= healthy_threshold:
+                self.check_healthy = True
+                reason = f"health check passed {self._check_passes} times in a row"
+                log.warning("upstream %s: %s", self.name, reason)
+                if self.breaker is not None:
+                    self.breaker.force(State.CLOSED, reason)
+            return
+        self._check_passes = 0
+        self._check_failures += 1
+        if self.check_healthy and self._check_failures >= unhealthy_threshold:
+            self.check_healthy = False
+            reason = f"health check failed {self._check_failures} times in a row ({detail})"
+            log.warning("upstream %s: %s", self.name, reason)
+            if self.breaker is not None and self.breaker.state is not State.OPEN:
+                self.breaker.force(State.OPEN, reason)
 
     def _release(self, ticket: Ticket) -> None:
         if self.breaker is not None and ticket.permit is not None:

@@ -25,6 +25,16 @@ from proxy.routing import RouteMatcher, Router
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheckSettings:
+    path: str
+    interval: float
+    timeout: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+    expected_status: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamSettings:
     name: str
     origin: URL  # scheme://host:port
@@ -39,6 +49,7 @@ class UpstreamSettings:
     max_concurrent: int | None
     max_cooldown: float
     quota: QuotaSettings | None
+    health_check: HealthCheckSettings | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,18 @@ def _upstream(name: str, upstream: config.Upstream, base: Path) -> UpstreamSetti
         max_concurrent=upstream.max_concurrent,
         max_cooldown=upstream.max_cooldown,
         quota=QuotaSettings(**upstream.quota.model_dump()) if upstream.quota else None,
+        health_check=_health_check(upstream.health_check) if upstream.health_check else None,
+    )
+
+
+def _health_check(check: config.HealthCheck) -> HealthCheckSettings:
+    return HealthCheckSettings(
+        path=check.path,
+        interval=check.interval,
+        timeout=check.timeout,
+        healthy_threshold=check.healthy_threshold,
+        unhealthy_threshold=check.unhealthy_threshold,
+        expected_status=expand_statuses(check.expected_status),
     )
 
 

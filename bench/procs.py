@@ -152,11 +152,19 @@ def wait_for_port(proc: subprocess.Popen[bytes], port: int, timeout: float, log:
 
 def fetch(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """One GET over a fresh connection; http.client ignores *_proxy environment variables."""
+    status, _, body = fetch_with_headers(port, path, timeout)
+    return status, body
+
+
+def fetch_with_headers(
+    port: int, path: str, timeout: float = 5.0
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """Like ``fetch``, with the response headers (looked up case-insensitively)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        return resp.status, resp.headers, resp.read()
     finally:
         conn.close()
 

@@ -6,6 +6,10 @@ share of the upstream's speed left after the proxy hop, proxy/bare is how close
 failover-proxy gets to the least an aiohttp proxy can do, proxy/nginx compares with a
 C proxy. "Added p50" is a target's median latency at -c 1 minus direct's: the time the
 hop adds to a single request on an idle system.
+
+failover-proxy-open / failover-proxy is the same proxy's throughput when every request
+finds its first upstream's circuit open (skip it, fail over, say so in Proxy-Status)
+over its throughput on the plain one-upstream path: what the open-breaker path costs.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from dataclasses import asdict, dataclass, field
 from measure import LoadResult
 
 PROXY = "failover-proxy"
+PROXY_OPEN = "failover-proxy-open"
 BARE = "bare-aiohttp"
 DIRECT = "direct"
 NGINX = "nginx"
 
 MIN_PROXY_OVER_BARE = 0.85
 MAX_ADDED_P50_MS = 0.3
+MIN_OPEN_OVER_PROXY = 0.95
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,13 @@ class Report:
         run = found.runs.get(scenario.key) if found else None
         return getattr(run, scenario.metric) if run else None
 
-    def ratio(self, other: str, scenario: Scenario) -> float | None:
-        mine, theirs = self.value(PROXY, scenario), self.value(other, scenario)
-        return mine / theirs if mine is not None and theirs else None
+    def ratio(self, other: str, scenario: Scenario, mine: str = PROXY) -> float | None:
+        """``mine``'s throughput over ``other``'s in ``scenario`` (None if either is missing)."""
+        ours, theirs = self.value(mine, scenario), self.value(other, scenario)
+        return ours / theirs if ours is not None and theirs else None
+
+    def open_over_proxy(self, scenario: Scenario) -> float | None:
+        return self.ratio(PROXY, scenario, mine=PROXY_OPEN)
 
     def added_p50_ms(self, target: str) -> float | None:
         def p50(name: str) -> float | None:
@@ -90,6 +100,7 @@ class Report:
         """The issue's performance targets: (description, value, passed or None if unknown)."""
         over_bare = self.ratio(BARE, self.throughput)
         added = self.added_p50_ms(PROXY)
+        open_over = self.open_over_proxy(self.throughput)
         return [
             (
                 f"{PROXY}/{BARE} req/s at {self.throughput.label} >= {MIN_PROXY_OVER_BARE}",
@@ -101,10 +112,24 @@ class Report:
                 added,
                 None if added is None else added < MAX_ADDED_P50_MS,
             ),
+            (
+                f"open-breaker path costs at most {1 - MIN_OPEN_OVER_PROXY:.0%}: "
+                f"{PROXY_OPEN}/{PROXY} req/s at {self.throughput.label} >= {MIN_OPEN_OVER_PROXY}",
+                open_over,
+                None if open_over is None else open_over >= MIN_OPEN_OVER_PROXY,
+            ),
         ]
 
     def to_json(self) -> dict[str, object]:
         others = [name for name in (DIRECT, BARE, NGINX) if name in self.targets]
+        ratios = {
+            f"{PROXY}/{other}": {s.key: self.ratio(other, s) for s in self.scenarios}
+            for other in others
+        }
+        if PROXY_OPEN in self.targets:
+            ratios[f"{PROXY_OPEN}/{PROXY}"] = {
+                s.key: self.open_over_proxy(s) for s in self.scenarios
+            }
         return {
             "summary": self.summary,
             "meta": self.meta,
@@ -113,10 +138,7 @@ class Report:
                 name: {**asdict(t), "runs": {k: asdict(r) for k, r in t.runs.items()}}
                 for name, t in self.targets.items()
             },
-            "ratios": {
-                f"{PROXY}/{other}": {s.key: self.ratio(other, s) for s in self.scenarios}
-                for other in others
-            },
+            "ratios": ratios,
             "added_p50_ms": {
                 name: self.added_p50_ms(name) for name in self.targets if name != DIRECT
             },
@@ -154,15 +176,17 @@ def render_table(report: Report) -> list[str]:
         else:
             header.append(s.label)
             units.append("MiB/s")
-    lines = [_row(header), _row(units)]
+    first = max([16, *(len(name) + 2 for name in report.targets)])
+    lines = [_row(header, first), _row(units, first)]
     for target in report.targets.values():
         if target.status != "ok" and not target.runs:
-            lines.append(f"{target.name:<16}{target.status.upper()}: {_first_line(target.error)}")
+            error = _first_line(target.error)
+            lines.append(f"{target.name:<{first}}{target.status.upper()}: {error}")
             continue
         cells = [target.name]
         for s in report.scenarios:
             cells += _run_cells(target.runs.get(s.key), s)
-        lines.append(_row(cells))
+        lines.append(_row(cells, first))
     return lines
 
 
@@ -173,10 +197,18 @@ def _first_line(text: str | None) -> str:
 def render_ratios(report: Report) -> list[str]:
     others = [n for n in (DIRECT, BARE, NGINX) if n in report.targets]
     heads = [f"{s.label} {s.unit}" for s in report.scenarios]
-    lines = [_row([f"{PROXY} / ...", *heads], first=22, width=20)]
+    lines = [_row([f"{PROXY} / ...", *heads], first=22, width=20)] if others else []
     for other in others:
         cells = [_num(report.ratio(other, s), 2) for s in report.scenarios]
         lines.append(_row([f"  {other}", *cells], first=22, width=20))
+    if PROXY_OPEN in report.targets:
+        parts = [
+            f"{s.label} {s.unit} {_num(report.open_over_proxy(s), 3)}"
+            for s in report.scenarios
+            if s.metric == "rps"
+        ]
+        lines += [""] if lines else []
+        lines.append(f"{PROXY_OPEN} / {PROXY} (open-breaker path): " + ", ".join(parts))
     return lines
 
 

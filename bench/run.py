@@ -2,11 +2,13 @@
 
     python bench/run.py [--duration 10] [--quick] [--json OUT] [--check]
 
-For each target (direct to the upstream, failover-proxy, ``bare_proxy.py``, nginx as
-a reverse proxy) it runs three bounded load runs with wrk (or, without wrk, the clearly
-labelled Python fallback ``loadgen.py``): the ~100-byte ``/small`` at -c 50 (how much
-a core can push) and at -c 1 (what one request pays), and the 1 MiB ``/big`` at -c 4
-(bytes per second). See bench/README.md for how to read the output.
+For each target (direct to the upstream, failover-proxy, failover-proxy with its first
+upstream's circuit open, ``bare_proxy.py``, nginx as a reverse proxy) it runs three
+bounded load runs with wrk (or, without wrk, the clearly labelled Python fallback
+``loadgen.py``): the ~100-byte ``/small`` at -c 50 (how much a core can push) and at
+-c 1 (what one request pays), and the 1 MiB ``/big`` at -c 4 (bytes per second; not for
+the open-breaker target, which is about the per-request path). See bench/README.md for
+how to read the output.
 
 Where things run, with 2+ CPUs (the machine this was written for has 2):
 
@@ -48,9 +50,20 @@ import payloads
 import targets
 from measure import LoadError, LoadResult, run_load, wrk_available, wrk_version
 from procs import HOST, Children, StartError, affinity, free_ports
-from report import BARE, DIRECT, NGINX, PROXY, Report, Scenario, TargetResult, render
+from report import (
+    BARE,
+    DIRECT,
+    NGINX,
+    PROXY,
+    PROXY_OPEN,
+    Report,
+    Scenario,
+    TargetResult,
+    render,
+)
 
-TARGETS = (DIRECT, PROXY, BARE, NGINX)
+# failover-proxy-open right after failover-proxy: their ratio compares neighbours in time.
+TARGETS = (DIRECT, PROXY, PROXY_OPEN, BARE, NGINX)
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,15 @@ class Context:
     cpus: CpuPlan
     loadgen: str  # "wrk" or "python"
     upstream_port: int
+    refused_port: int  # nothing listens here: failover-proxy-open's first upstream
     ports: dict[str, int]
     scenarios: list[Scenario]
+
+    def scenarios_of(self, name: str) -> list[Scenario]:
+        """The open-breaker target is about the per-request path: no 1 MiB run."""
+        if name == PROXY_OPEN:
+            return [s for s in self.scenarios if s.path != payloads.BIG_PATH]
+        return self.scenarios
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -188,6 +208,10 @@ def start_target(ctx: Context, name: str) -> subprocess.Popen[bytes]:
     port, up, cpu = ctx.ports[name], ctx.upstream_port, ctx.cpus.server
     if name == PROXY:
         return targets.start_failover_proxy(ctx.children, port, up, cpu, ctx.args.proxy_cmd)
+    if name == PROXY_OPEN:
+        return targets.start_failover_proxy_open(
+            ctx.children, port, up, ctx.refused_port, cpu, ctx.args.proxy_cmd
+        )
     if name == NGINX:
         return targets.start_nginx_proxy(ctx.children, port, up, cpu)
     return targets.start_bare_proxy(ctx.children, port, up, cpu)
@@ -200,18 +224,22 @@ def load(ctx: Context, port: int, scenario: Scenario, duration: int) -> LoadResu
 
 def measure_target(ctx: Context, result: TargetResult) -> None:
     """One round for one target: start it, warm it up, run every scenario, stop it."""
-    name, proc = result.name, None
+    name, proc, timeout = result.name, None, ctx.args.start_timeout
     try:
         port = ctx.upstream_port
         if name != DIRECT:
             port, proc = ctx.ports[name], start_target(ctx, name)
-            targets.ready(ctx.children, name, proc, port, ctx.args.start_timeout)
+            # For failover-proxy-open the first requests open the circuit and check it.
+            check = targets.ready_open if name == PROXY_OPEN else targets.ready
+            check(ctx.children, name, proc, port, timeout)
             result.affinity = affinity(proc.pid)
         if ctx.args.warmup:
             load(ctx, port, ctx.scenarios[0], ctx.args.warmup)
-        for scenario in ctx.scenarios:
+        for scenario in ctx.scenarios_of(name):
             progress(f"{name}: {scenario.label} for {ctx.args.duration} s")
             result.add(scenario, load(ctx, port, scenario, ctx.args.duration))
+        if name == PROXY_OPEN:  # still the path we meant to measure, all along
+            targets.expect_failover(port, "breaker_open", timeout, "after the runs")
     except (StartError, LoadError) as exc:
         result.status, result.error = "failed", str(exc)
         progress(f"{name}: FAILED: {exc}")
@@ -230,10 +258,10 @@ def benchmark(args: argparse.Namespace, children: Children) -> Report:
     upstream_kind = choose(args.upstream, "nginx", shutil.which("nginx") is not None, "aiohttp")
     summary = describe(args, cpus, loadgen, upstream_kind)
     meta = machine_meta(args, cpus, loadgen, upstream_kind)
-    upstream_port, *ports = free_ports(1 + len(TARGETS))
+    upstream_port, refused_port, *ports = free_ports(2 + len(TARGETS))
     ctx = Context(
-        args, children, cpus, loadgen, upstream_port, dict(zip(TARGETS, ports, strict=True)),
-        scenarios_for(args),
+        args, children, cpus, loadgen, upstream_port, refused_port,
+        dict(zip(TARGETS, ports, strict=True)), scenarios_for(args),
     )  # fmt: skip
     progress(f"starting upstream ({upstream_kind}) on port {upstream_port}")
     upstream = targets.start_upstream(children, upstream_kind, upstream_port, cpus.upstream)

@@ -9,6 +9,13 @@ nginx runs in the foreground (``-g 'daemon off;'``) with one worker, every path 
 writes (pid, temp dirs) under its own prefix inside the temp directory, errors to
 stderr (our log file), and no access log. Its keep-alive request caps are raised so
 that neither wrk nor a proxy's upstream pool reconnects every 1000 requests.
+
+``failover-proxy-open`` is failover-proxy with a first upstream that refuses (a loopback
+port nobody listens on) and whose circuit opens on the first failure and stays open for
+an hour, then the same fast upstream as everyone else. Before any load one request
+opens the circuit and a second must show the first upstream skipped (``breaker_open``)
+and the answer served by the second; after its runs it must still be so. Every request
+in between pays for the open-breaker path: the skip, a failover, a ``Proxy-Status``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import payloads
-from procs import HOST, Children, expect_body, wait_for_port
+from procs import HOST, Children, StartError, expect_body, fetch_with_headers, wait_for_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -84,6 +91,21 @@ def failover_proxy_conf(port: int, upstream_port: int) -> str:
     )
 
 
+def failover_proxy_open_conf(port: int, upstream_port: int, refused_port: int) -> str:
+    """``primary`` refuses and is held out by its breaker after one failure, for an hour;
+    ``secondary`` is the upstream of ``failover_proxy_conf`` with the same pool."""
+    return (
+        f"listen: {{host: {HOST}, port: {port}}}\n"
+        "upstreams:\n  primary:\n"
+        f"    url: http://{HOST}:{refused_port}\n"
+        "    circuit_breaker: {consecutive_failures: 1, open_for: 1h, max_open_for: 1h}\n"
+        "  secondary:\n"
+        f"    url: http://{HOST}:{upstream_port}\n    max_connections: 100\n"
+        "routes:\n  - name: all\n    match: {path_prefix: /}\n"
+        "    upstreams: [primary, secondary]\n"
+    )
+
+
 def _start_nginx(
     children: Children, name: str, conf_text: str, prefix: Path, cpu: int | None
 ) -> Proc:
@@ -99,6 +121,39 @@ def ready(children: Children, name: str, proc: Proc, port: int, timeout: float) 
     wait_for_port(proc, port, timeout, children.log_path(name))
     expect_body(port, payloads.SMALL_PATH, payloads.SMALL_BODY, timeout)
     expect_body(port, payloads.BIG_PATH, payloads.BIG_BODY, timeout)
+
+
+def ready_open(children: Children, name: str, proc: Proc, port: int, timeout: float) -> None:
+    """For ``failover-proxy-open``: the very first request opens the circuit, the second
+    finds it open; then both bodies, byte for byte, as ``ready`` checks."""
+    wait_for_port(proc, port, timeout, children.log_path(name))
+    expect_failover(port, "connection_refused", timeout, "first request")
+    expect_failover(port, "breaker_open", timeout, "second request")
+    expect_body(port, payloads.SMALL_PATH, payloads.SMALL_BODY, timeout)
+    expect_body(port, payloads.BIG_PATH, payloads.BIG_BODY, timeout)
+
+
+def expect_failover(port: int, skipped_because: str, timeout: float, which: str) -> None:
+    """One ``GET /small`` that ``secondary`` served (200, exact body) after ``primary``
+    failed or was skipped with ``skipped_because`` in ``Proxy-Status``."""
+    try:
+        status, headers, body = fetch_with_headers(port, payloads.SMALL_PATH, timeout)
+    except OSError as exc:
+        raise StartError(f"{which}: GET {payloads.SMALL_PATH} failed: {exc!r}") from exc
+    source = headers.get("X-Failover-Source", "")
+    proxy_status = headers.get("Proxy-Status", "")
+    if (
+        status != 200
+        or body != payloads.SMALL_BODY
+        or source != "secondary"
+        or skipped_because not in proxy_status
+        or "next-hop=primary" not in proxy_status
+    ):
+        raise StartError(
+            f"{which}: want 200 with the exact body, X-Failover-Source: secondary and "
+            f"{skipped_because} for primary in Proxy-Status; got {status}, {len(body)} "
+            f"bytes, X-Failover-Source: {source!r}, Proxy-Status: {proxy_status!r}"
+        )
 
 
 def start_upstream(children: Children, kind: str, port: int, cpu: int | None) -> Proc:
@@ -125,10 +180,35 @@ def start_failover_proxy(
 ) -> Proc:
     """``command`` is a template with ``{python}`` and ``{config}``, run from the repo root;
     ``wrapper`` goes in front of it (``instructions.py`` puts valgrind there)."""
-    config = children.log_dir / "failover-proxy.yaml"
-    config.write_text(failover_proxy_conf(port, upstream_port))
+    conf = failover_proxy_conf(port, upstream_port)
+    return _start_failover(children, "failover-proxy", conf, cpu, command, wrapper)
+
+
+def start_failover_proxy_open(
+    children: Children,
+    port: int,
+    upstream_port: int,
+    refused_port: int,
+    cpu: int | None,
+    command: str,
+) -> Proc:
+    """failover-proxy with ``failover_proxy_open_conf``; check it with ``ready_open``."""
+    conf = failover_proxy_open_conf(port, upstream_port, refused_port)
+    return _start_failover(children, "failover-proxy-open", conf, cpu, command)
+
+
+def _start_failover(
+    children: Children,
+    name: str,
+    conf_text: str,
+    cpu: int | None,
+    command: str,
+    wrapper: Sequence[str] = (),
+) -> Proc:
+    config = children.log_dir / f"{name}.yaml"
+    config.write_text(conf_text)
     argv = [arg.format(python=sys.executable, config=config) for arg in shlex.split(command)]
-    return children.start("failover-proxy", [*wrapper, *argv], cpu, cwd=REPO_DIR)
+    return children.start(name, [*wrapper, *argv], cpu, cwd=REPO_DIR)
 
 
 def start_nginx_proxy(children: Children, port: int, upstream_port: int, cpu: int | None) -> Proc:

@@ -46,6 +46,7 @@ class ProxyApp:
                 max_concurrent=settings.max_concurrent,
                 max_cooldown=settings.max_cooldown,
                 quota=settings.quota,
+                retry_budget=settings.retry_budget,
                 clock=clock,
                 wall_clock=wall_clock,
             )

@@ -161,6 +161,19 @@ class HealthCheck(Model):
         return status_list(value)
 
 
+class RetryBudget(Model):
+    """Finagle's defaults, scaled down: 20% over 10s with a floor of 3 retries a second."""
+
+    ratio: Ratio = 0.2
+    window: Duration = 10.0
+    min_per_second: float = Field(default=3.0, ge=0)
+
+    @field_validator("min_per_second", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class Upstream(Model):
     url: str
     timeouts: Timeouts = Timeouts()
@@ -170,6 +183,7 @@ class Upstream(Model):
     max_cooldown: Duration = 60.0  # cap on a Retry-After cooldown
     quota: Quota | None = None
     health_check: HealthCheck | None = None
+    retry_budget: RetryBudget = RetryBudget()
     preserve_host: bool = False
     tls: Tls = Tls()
 

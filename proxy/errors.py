@@ -33,10 +33,17 @@ class Failure(StrEnum):
     COOLING_DOWN = "cooling_down"
     OVERLOADED = "overloaded"
     QUOTA_EXHAUSTED = "quota_exhausted"
+    RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
 
 
 SKIPPED = frozenset(
-    {Failure.BREAKER_OPEN, Failure.COOLING_DOWN, Failure.OVERLOADED, Failure.QUOTA_EXHAUSTED}
+    {
+        Failure.BREAKER_OPEN,
+        Failure.COOLING_DOWN,
+        Failure.OVERLOADED,
+        Failure.QUOTA_EXHAUSTED,
+        Failure.RETRY_BUDGET_EXHAUSTED,
+    }
 )
 """The upstream was passed over without a connection: move on at once, never retry it."""
 
@@ -75,6 +82,7 @@ _PROXY_STATUS_ERROR = {
     Failure.COOLING_DOWN: "destination_unavailable",
     Failure.OVERLOADED: "connection_limit_reached",
     Failure.QUOTA_EXHAUSTED: "destination_unavailable",
+    Failure.RETRY_BUDGET_EXHAUSTED: "destination_unavailable",
 }
 
 

@@ -56,10 +56,12 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What to do next: try ``upstream`` after ``delay`` seconds, or stop (None)."""
+    """What to do next: try ``upstream`` after ``delay`` seconds, or stop (None).
+    ``retry``: it is the same upstream again (spends its retry budget)."""
 
     upstream: str | None
     delay: float = 0.0
+    retry: bool = False
 
 
 @dataclass
@@ -105,7 +107,7 @@ class FailoverPlan:
                 delay = retry_after
             if delay <= self.policy.max_backoff and now + delay < self.deadline_at:
                 self._tries_here += 1
-                return Step(self.upstreams[self._index], delay)
+                return Step(self.upstreams[self._index], delay, retry=True)
         if self._index + 1 < len(self.upstreams):
             self._index += 1
             self._tries_here = 1

@@ -108,7 +108,7 @@ class ProxyHandler:
             if step.delay:
                 await asyncio.sleep(step.delay)
             guard = self._guards[upstream]
-            ticket = guard.admit()
+            ticket = guard.admit(retry=step.retry)
             if isinstance(ticket, Failure):  # skipped without a connection attempt
                 step = plan.after_failure(ticket, now=loop.time())
                 continue

@@ -1,5 +1,6 @@
 """Whether an upstream is tried at all: its circuit breaker, a ``Retry-After`` cooldown,
-its concurrency limit and its quota, kept together per upstream. Pure: an injected clock, no I/O.
+its concurrency limit, its quota and its retry budget, kept together per upstream.
+Pure: an injected clock, no I/O.
 
 ``admit()`` either lets a call through (a :class:`Ticket`) or names why the upstream is
 skipped (``breaker_open``, ``cooling_down``, ``overloaded``, ``quota_exhausted``): the
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.breaker import BreakerSettings, CircuitBreaker, Permit, State, Transition
+from proxy.budget import BudgetSettings, RetryBudget
 from proxy.errors import Failure
 from proxy.quota import Quota, QuotaSettings
 
@@ -46,6 +48,7 @@ class UpstreamGuard:
         max_concurrent: int | None,
         max_cooldown: float,
         quota: QuotaSettings | None = None,
+        retry_budget: BudgetSettings | None = None,
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -59,11 +62,13 @@ class UpstreamGuard:
         self.cooldown_until = 0.0
         self.in_flight = 0
         self.quota = Quota(name, quota, wall_clock) if quota else None
+        self.retry_budget = RetryBudget(retry_budget, clock) if retry_budget else None
         self.check_healthy = True
         self._check_passes = 0
         self._check_failures = 0
 
-    def admit(self) -> Ticket | Failure:
+    def admit(self, *, retry: bool = False) -> Ticket | Failure:
+        """``retry``: the same request tried here again, which spends the retry budget."""
         now = self._clock()
         if not self.check_healthy:
             return Failure.BREAKER_OPEN
@@ -76,12 +81,23 @@ class UpstreamGuard:
             permit = self.breaker.acquire()
             if permit is None:
                 return Failure.BREAKER_OPEN
-        if self.quota is not None and not self.quota.try_spend():
+        refusal = self._spend(retry)
+        if refusal is not None:
             if permit is not None and self.breaker is not None:
                 self.breaker.release(permit)
-            return Failure.QUOTA_EXHAUSTED
+            return refusal
         self.in_flight += 1
         return Ticket(now, permit)
+
+    def _spend(self, retry: bool) -> Failure | None:
+        budget = self.retry_budget
+        if retry and budget is not None and not budget.try_retry():
+            return Failure.RETRY_BUDGET_EXHAUSTED
+        if self.quota is not None and not self.quota.try_spend():
+            return Failure.QUOTA_EXHAUSTED
+        if not retry and budget is not None:
+            budget.record_request()
+        return None
 
     def finish(
         self,

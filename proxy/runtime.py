@@ -15,6 +15,7 @@ from yarl import URL
 
 from proxy import config
 from proxy.breaker import BreakerSettings
+from proxy.budget import BudgetSettings
 from proxy.config import Config, Limits
 from proxy.errors import RETRY_GROUPS, Failure
 from proxy.fallback import RetryPolicy
@@ -50,6 +51,7 @@ class UpstreamSettings:
     max_cooldown: float
     quota: QuotaSettings | None
     health_check: HealthCheckSettings | None
+    retry_budget: BudgetSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ def _upstream(name: str, upstream: config.Upstream, base: Path) -> UpstreamSetti
         max_cooldown=upstream.max_cooldown,
         quota=QuotaSettings(**upstream.quota.model_dump()) if upstream.quota else None,
         health_check=_health_check(upstream.health_check) if upstream.health_check else None,
+        retry_budget=BudgetSettings(**upstream.retry_budget.model_dump()),
     )
 
 

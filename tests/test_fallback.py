@@ -85,7 +85,7 @@ def test_retry_after_within_max_backoff_is_waited_on_the_same_upstream():
     p = plan(attempts=2, max_backoff=1.0)
     p.first()
     assert p.after_failure(Failure.HTTP_429, now=0.0, status=429, retry_after=0.5) == Step(
-        "primary", 0.5
+        "primary", 0.5, retry=True
     )
 
 
@@ -216,3 +216,9 @@ def test_connect_error_means_never_sent_and_timeout_covers_connect_and_read():
     assert RETRY_GROUPS["429"] == {Failure.HTTP_429}
     assert Failure.HTTP_5XX in RETRY_GROUPS["5xx"]
     assert Failure.CONNECTION_RESET in RETRY_GROUPS["reset"]
+
+
+def test_a_skipped_upstream_is_never_retried_even_when_attempts_remain():
+    p = plan(attempts=3)
+    p.first()
+    assert p.after_failure(Failure.RETRY_BUDGET_EXHAUSTED, now=0.0) == Step("secondary")

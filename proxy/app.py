@@ -17,6 +17,7 @@ from aiohttp import web
 
 from proxy.checks import HealthChecker
 from proxy.config import Config
+from proxy.events import EventLog
 from proxy.forward import ProxyHandler
 from proxy.guard import UpstreamGuard
 from proxy.runtime import build_runtime
@@ -39,17 +40,9 @@ class ProxyApp:
     ) -> None:
         self.clients: dict[str, UpstreamClient] = {}
         runtime = build_runtime(config, base)
+        events = EventLog(clock)
         self.guards = {
-            name: UpstreamGuard(
-                name,
-                settings.breaker,
-                max_concurrent=settings.max_concurrent,
-                max_cooldown=settings.max_cooldown,
-                quota=settings.quota,
-                retry_budget=settings.retry_budget,
-                clock=clock,
-                wall_clock=wall_clock,
-            )
+            name: UpstreamGuard(settings, clock=clock, wall_clock=wall_clock, events=events)
             for name, settings in runtime.upstreams.items()
         }
         self.handler = ProxyHandler(runtime, self.clients, self.guards)

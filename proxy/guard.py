@@ -18,17 +18,16 @@ failover chain then moves to the next upstream at once, without a connection att
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.breaker import BreakerSettings, CircuitBreaker, Permit, State, Transition
-from proxy.budget import BudgetSettings, RetryBudget
+from proxy.breaker import CircuitBreaker, Permit, State, Transition
+from proxy.budget import RetryBudget
 from proxy.errors import Failure
-from proxy.quota import Quota, QuotaSettings
-
-log = logging.getLogger("failover_proxy")
+from proxy.events import EventLog
+from proxy.quota import Quota
+from proxy.runtime import UpstreamSettings
 
 _NOT_COUNTED = frozenset({Failure.DEADLINE_EXCEEDED})
 
@@ -42,27 +41,29 @@ class Ticket:
 class UpstreamGuard:
     def __init__(
         self,
-        name: str,
-        breaker: BreakerSettings | None,
+        settings: UpstreamSettings,
         *,
-        max_concurrent: int | None,
-        max_cooldown: float,
-        quota: QuotaSettings | None = None,
-        retry_budget: BudgetSettings | None = None,
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
+        events: EventLog | None = None,
     ) -> None:
-        self.name = name
+        self.name = name = settings.name
         self._clock = clock
+        self.events = events or EventLog(clock)
         self.breaker = (
-            CircuitBreaker(breaker, clock, on_transition=self._log_transition) if breaker else None
+            CircuitBreaker(settings.breaker, clock, on_transition=self._on_transition)
+            if settings.breaker
+            else None
         )
-        self.max_concurrent = max_concurrent
-        self.max_cooldown = max_cooldown
+        self.max_concurrent = settings.max_concurrent
+        self.max_cooldown = settings.max_cooldown
         self.cooldown_until = 0.0
+        self._cooling = False
         self.in_flight = 0
-        self.quota = Quota(name, quota, wall_clock) if quota else None
-        self.retry_budget = RetryBudget(retry_budget, clock) if retry_budget else None
+        self.quota = (
+            Quota(name, settings.quota, wall_clock, self.events) if settings.quota else None
+        )
+        self.retry_budget = RetryBudget(settings.retry_budget, clock)
         self.check_healthy = True
         self._check_passes = 0
         self._check_failures = 0
@@ -72,8 +73,11 @@ class UpstreamGuard:
         now = self._clock()
         if not self.check_healthy:
             return Failure.BREAKER_OPEN
-        if now < self.cooldown_until:
-            return Failure.COOLING_DOWN
+        if self._cooling:
+            if now < self.cooldown_until:
+                return Failure.COOLING_DOWN
+            self._cooling = False
+            self.events.record(self.name, "cooldown_end", "Retry-After has passed")
         if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
             return Failure.OVERLOADED
         permit = None
@@ -90,13 +94,12 @@ class UpstreamGuard:
         return Ticket(now, permit)
 
     def _spend(self, retry: bool) -> Failure | None:
-        budget = self.retry_budget
-        if retry and budget is not None and not budget.try_retry():
+        if retry and not self.retry_budget.try_retry():
             return Failure.RETRY_BUDGET_EXHAUSTED
         if self.quota is not None and not self.quota.try_spend():
             return Failure.QUOTA_EXHAUSTED
-        if not retry and budget is not None:
-            budget.record_request()
+        if not retry:
+            self.retry_budget.record_request()
         return None
 
     def finish(
@@ -134,7 +137,7 @@ class UpstreamGuard:
             if not self.check_healthy and self._check_passes >= healthy_threshold:
                 self.check_healthy = True
                 reason = f"health check passed {self._check_passes} times in a row"
-                log.warning("upstream %s: %s", self.name, reason)
+                self.events.record(self.name, "check_up", reason)
                 if self.breaker is not None:
                     self.breaker.force(State.CLOSED, reason)
             return
@@ -143,7 +146,7 @@ class UpstreamGuard:
         if self.check_healthy and self._check_failures >= unhealthy_threshold:
             self.check_healthy = False
             reason = f"health check failed {self._check_failures} times in a row ({detail})"
-            log.warning("upstream %s: %s", self.name, reason)
+            self.events.record(self.name, "check_down", reason)
             if self.breaker is not None and self.breaker.state is not State.OPEN:
                 self.breaker.force(State.OPEN, reason)
 
@@ -155,15 +158,10 @@ class UpstreamGuard:
         seconds = min(seconds, self.max_cooldown)
         until = self._clock() + seconds
         if until > self.cooldown_until:
-            if self.cooldown_until <= self._clock():
-                log.warning("upstream %s: cooling down for %.1fs (Retry-After)", self.name, seconds)
+            if not self._cooling:
+                self._cooling = True
+                self.events.record(self.name, "cooldown_start", f"Retry-After {seconds:g}s")
             self.cooldown_until = until
 
-    def _log_transition(self, transition: Transition) -> None:
-        log.warning(
-            "upstream %s: circuit %s -> %s (%s)",
-            self.name,
-            transition.from_state,
-            transition.to_state,
-            transition.reason,
-        )
+    def _on_transition(self, transition: Transition) -> None:
+        self.events.record(self.name, f"circuit_{transition.to_state}", transition.reason)

@@ -9,11 +9,10 @@ window is reported, with warnings at 75% and 90% (for ``/health`` and metrics).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-log = logging.getLogger("failover_proxy")
+from proxy.events import EventLog
 
 PERIODS = {"per_minute": 60.0, "per_hour": 3600.0, "per_day": 86400.0}
 WARN_AT = (0.75, 0.9)
@@ -45,8 +44,11 @@ class WindowUse:
 
 
 class Quota:
-    def __init__(self, name: str, settings: QuotaSettings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, name: str, settings: QuotaSettings, clock: Callable[[], float], events: EventLog
+    ) -> None:
         self.name = name
+        self._events = events
         self._clock = clock
         self._rate = settings.per_second
         self._tokens = settings.per_second or 0.0
@@ -90,11 +92,9 @@ class Quota:
         level = WindowUse(period, self._used[period], self._limits[period]).warning
         if level is not None and level > self._warned[period]:
             self._warned[period] = level
-            log.warning(
-                "upstream %s: %d%% of its %s quota used (%d of %d)",
+            used, limit = self._used[period], self._limits[period]
+            self._events.record(
                 self.name,
-                round(level * 100),
-                period.removeprefix("per_"),
-                self._used[period],
-                self._limits[period],
+                f"quota_{round(level * 100)}",
+                f"{used} of {limit} {period.replace('_', ' ')}",
             )

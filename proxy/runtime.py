@@ -94,7 +94,7 @@ def expand_statuses(items: list[int | str]) -> frozenset[int]:
     return frozenset(statuses)
 
 
-def _upstream(name: str, upstream: config.Upstream, base: Path) -> UpstreamSettings:
+def upstream_settings(name: str, upstream: config.Upstream, base: Path) -> UpstreamSettings:
     url = URL(upstream.url)
     return UpstreamSettings(
         name=name,
@@ -173,7 +173,7 @@ def build_runtime(cfg: config.Config, base: Path) -> Runtime:
         config=cfg,
         router=Router(list(zip(matchers, routes, strict=True))),
         routes=routes,
-        upstreams={name: _upstream(name, up, base) for name, up in cfg.upstreams.items()},
+        upstreams={name: upstream_settings(name, up, base) for name, up in cfg.upstreams.items()},
         forwarding=ForwardingRules(via=cfg.headers.via, forwarded=cfg.headers.forwarded),
         header_names=HeaderNames(
             source=cfg.headers.source,

@@ -8,8 +8,13 @@ import logging
 
 from aiohttp import web
 
+from proxy.events import EventLog
 from proxy.quota import Quota, QuotaSettings
 from tests.conftest import FakeClock, route
+
+
+def make(settings: QuotaSettings, clock) -> Quota:
+    return Quota("p", settings, clock, EventLog(clock))
 
 
 def spend(quota: Quota, times: int) -> int:
@@ -18,7 +23,7 @@ def spend(quota: Quota, times: int) -> int:
 
 def test_the_per_second_bucket_allows_its_rate_and_refills():
     clock = FakeClock()
-    quota = Quota("p", QuotaSettings(per_second=5), clock)
+    quota = make(QuotaSettings(per_second=5), clock)
     assert spend(quota, 10) == 5
     clock.now += 0.41
     assert spend(quota, 10) == 2
@@ -29,7 +34,7 @@ def test_the_per_second_bucket_allows_its_rate_and_refills():
 def test_a_fixed_window_resets_on_its_utc_boundary():
     clock = FakeClock()
     clock.now = 3600 * 1000 + 3590  # ten seconds before an hour ends
-    quota = Quota("p", QuotaSettings(per_hour=3), clock)
+    quota = make(QuotaSettings(per_hour=3), clock)
     assert spend(quota, 5) == 3
     clock.now += 9
     assert spend(quota, 1) == 0
@@ -39,14 +44,15 @@ def test_a_fixed_window_resets_on_its_utc_boundary():
 
 def test_every_limit_must_have_room():
     clock = FakeClock()
-    quota = Quota("p", QuotaSettings(per_second=100, per_minute=4), clock)
+    quota = make(QuotaSettings(per_second=100, per_minute=4), clock)
     assert spend(quota, 10) == 4
 
 
 def test_use_is_reported_with_warnings_at_75_and_90_percent(caplog):
     clock = FakeClock()
     clock.now = 0
-    quota = Quota("p", QuotaSettings(per_day=20), clock)
+    events = EventLog(clock)
+    quota = Quota("p", QuotaSettings(per_day=20), clock, events)
     with caplog.at_level(logging.WARNING, logger="failover_proxy"):
         spend(quota, 14)
         assert quota.use()[0].warning is None
@@ -56,10 +62,13 @@ def test_use_is_reported_with_warnings_at_75_and_90_percent(caplog):
         assert quota.use()[0].warning == 0.9
     (use,) = quota.use()
     assert (use.period, use.used, use.limit) == ("per_day", 18, 20)
-    warnings = [r.getMessage() for r in caplog.records]
-    assert warnings == [
-        "upstream p: 75% of its day quota used (15 of 20)",
-        "upstream p: 90% of its day quota used (18 of 20)",
+    assert [(e.kind, e.detail) for e in events.recent] == [
+        ("quota_75", "15 of 20 per day"),
+        ("quota_90", "18 of 20 per day"),
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        "upstream p: quota 75 (15 of 20 per day)",
+        "upstream p: quota 90 (18 of 20 per day)",
     ]
 
 

@@ -90,6 +90,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._probes_in_flight = 0
         self._probes_succeeded = 0
+        self._closed_permit = Permit(self._generation, probe=False)
 
     # -- admission -----------------------------------------------------------------
 
@@ -104,7 +105,7 @@ class CircuitBreaker:
                 return None
             self._probes_in_flight += 1
             return Permit(self._generation, probe=True)
-        return Permit(self._generation, probe=False)
+        return self._closed_permit  # one per generation: nothing to allocate per call
 
     def release(self, permit: Permit) -> None:
         """The permit's call ended without an outcome that counts (e.g. the client left)."""
@@ -126,15 +127,24 @@ class CircuitBreaker:
                 self.trips_in_a_row = 0
                 self._move(State.CLOSED, f"{self._probes_succeeded} probes succeeded")
             return
-        self._add(failed, duration)
-        reason = self._trip_reason()
-        if reason:
-            self._trip(reason)
+        slow = self._add(failed, duration)
+        # In a count window a fast success replaces one old call and cannot raise either
+        # rate, unless it brings the window up to min_calls; in a time window, evictions
+        # can raise them, so every outcome is checked.
+        if (
+            failed
+            or slow
+            or self.settings.window_calls is None
+            or len(self._window) == self.settings.min_calls
+        ):
+            reason = self._trip_reason()
+            if reason:
+                self._trip(reason)
 
-    def _add(self, failed: bool, duration: float) -> None:
+    def _add(self, failed: bool, duration: float) -> bool:
         settings = self.settings
         slow = settings.slow_call_duration is not None and duration >= settings.slow_call_duration
-        now = self._clock()
+        now = self._clock() if settings.window_calls is None else 0.0  # only time windows ask
         self._window.append((now, failed, slow))
         self._failures += failed
         self._slow += slow
@@ -147,6 +157,7 @@ class CircuitBreaker:
             horizon = now - (settings.window_seconds or 0.0)
             while window and window[0][0] <= horizon:
                 self._forget(window.popleft())
+        return slow
 
     def _forget(self, entry: tuple[float, bool, bool]) -> None:
         self._failures -= entry[1]
@@ -201,5 +212,6 @@ class CircuitBreaker:
         self._window.clear()
         self._failures = self._slow = self._consecutive = 0
         self._probes_in_flight = self._probes_succeeded = 0
+        self._closed_permit = Permit(self._generation, probe=False)
         if self._on_transition is not None:
             self._on_transition(transition)

@@ -112,14 +112,18 @@ class UpstreamGuard:
     ) -> None:
         """Report a call's end; ``failure`` None means the upstream answered acceptably."""
         self.in_flight -= 1
-        if status in (429, 503) and retry_after is not None:
+        if failure is None:
+            if self.breaker is not None and ticket.permit is not None:
+                duration = self._clock() - ticket.started
+                self.breaker.record(ticket.permit, failed=False, duration=duration)
+        elif status in (429, 503) and retry_after is not None:
             self._cool_down(retry_after)
             self._release(ticket)
         elif failure in _NOT_COUNTED:
             self._release(ticket)
         elif self.breaker is not None and ticket.permit is not None:
             duration = self._clock() - ticket.started
-            self.breaker.record(ticket.permit, failed=failure is not None, duration=duration)
+            self.breaker.record(ticket.permit, failed=True, duration=duration)
 
     def abandon(self, ticket: Ticket) -> None:
         """The call ended for a reason that says nothing about the upstream."""

@@ -34,7 +34,7 @@ _NOT_COUNTED = frozenset({Failure.DEADLINE_EXCEEDED})
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    started: float
+    started: float  # 0.0 unless the breaker watches for slow calls
     permit: Permit | None  # None when the upstream has no breaker
 
 
@@ -64,17 +64,20 @@ class UpstreamGuard:
             Quota(name, settings.quota, wall_clock, self.events) if settings.quota else None
         )
         self.retry_budget = RetryBudget(settings.retry_budget, clock)
+        # Call durations matter only to a breaker that watches for slow calls.
+        self._timed = (
+            settings.breaker is not None and settings.breaker.slow_call_duration is not None
+        )
         self.check_healthy = True
         self._check_passes = 0
         self._check_failures = 0
 
     def admit(self, *, retry: bool = False) -> Ticket | Failure:
         """``retry``: the same request tried here again, which spends the retry budget."""
-        now = self._clock()
         if not self.check_healthy:
             return Failure.BREAKER_OPEN
         if self._cooling:
-            if now < self.cooldown_until:
+            if self._clock() < self.cooldown_until:
                 return Failure.COOLING_DOWN
             self._cooling = False
             self.events.record(self.name, "cooldown_end", "Retry-After has passed")
@@ -91,7 +94,7 @@ class UpstreamGuard:
                 self.breaker.release(permit)
             return refusal
         self.in_flight += 1
-        return Ticket(now, permit)
+        return Ticket(self._clock() if self._timed else 0.0, permit)
 
     def _spend(self, retry: bool) -> Failure | None:
         if retry and not self.retry_budget.try_retry():
@@ -114,7 +117,7 @@ class UpstreamGuard:
         self.in_flight -= 1
         if failure is None:
             if self.breaker is not None and ticket.permit is not None:
-                duration = self._clock() - ticket.started
+                duration = self._clock() - ticket.started if self._timed else 0.0
                 self.breaker.record(ticket.permit, failed=False, duration=duration)
         elif status in (429, 503) and retry_after is not None:
             self._cool_down(retry_after)
@@ -122,7 +125,7 @@ class UpstreamGuard:
         elif failure in _NOT_COUNTED:
             self._release(ticket)
         elif self.breaker is not None and ticket.permit is not None:
-            duration = self._clock() - ticket.started
+            duration = self._clock() - ticket.started if self._timed else 0.0
             self.breaker.record(ticket.permit, failed=True, duration=duration)
 
     def abandon(self, ticket: Ticket) -> None:

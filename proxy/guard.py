@@ -3,8 +3,9 @@ its concurrency limit, its quota and its retry budget, kept together per upstrea
 Pure: an injected clock, no I/O.
 
 ``admit()`` either lets a call through (a :class:`Ticket`) or names why the upstream is
-skipped (``breaker_open``, ``cooling_down``, ``overloaded``, ``quota_exhausted``): the
-failover chain then moves to the next upstream at once, without a connection attempt.
+skipped (``breaker_open``, ``cooling_down``, ``overloaded``, ``quota_exhausted``,
+``retry_budget_exhausted``): the failover chain then moves to the next upstream at
+once, without a connection attempt.
 ``finish()`` reports how the call went, which is where the rules on what counts live:
 
 - a failure the route counts (5xx, timeouts, connection errors, a body cut short)
@@ -115,18 +116,14 @@ class UpstreamGuard:
     ) -> None:
         """Report a call's end; ``failure`` None means the upstream answered acceptably."""
         self.in_flight -= 1
-        if failure is None:
-            if self.breaker is not None and ticket.permit is not None:
-                duration = self._clock() - ticket.started if self._timed else 0.0
-                self.breaker.record(ticket.permit, failed=False, duration=duration)
-        elif status in (429, 503) and retry_after is not None:
+        if status in (429, 503) and retry_after is not None:
             self._cool_down(retry_after)
             self._release(ticket)
         elif failure in _NOT_COUNTED:
             self._release(ticket)
         elif self.breaker is not None and ticket.permit is not None:
             duration = self._clock() - ticket.started if self._timed else 0.0
-            self.breaker.record(ticket.permit, failed=True, duration=duration)
+            self.breaker.record(ticket.permit, failed=failure is not None, duration=duration)
 
     def abandon(self, ticket: Ticket) -> None:
         """The call ended for a reason that says nothing about the upstream."""

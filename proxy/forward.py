@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from enum import Enum
 
 import aiohttp
 from aiohttp import web
 
 from proxy.attempt import Answer, ErrorAnswer, Failed, attempt
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
-from proxy.errors import Failure
+from proxy.errors import Failure, classify_exception
 from proxy.fallback import FailoverPlan, Final, Health, Source, final_answer
 from proxy.guard import UpstreamGuard
 from proxy.headers import HeaderList, proxy_status
@@ -30,6 +31,13 @@ from proxy.runtime import RouteRuntime, Runtime
 from proxy.upstream import UpstreamClient
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Ending(Enum):
+    """How a relayed answer ended, when it was not by an upstream failure."""
+
+    COMPLETE = "complete"
+    CLIENT_GONE = "client_gone"  # says nothing about the upstream: not counted
 
 
 class ProxyHandler:
@@ -146,8 +154,12 @@ class ProxyHandler:
                         outcome.response.close()
                     raise streamed.error  # the client's fault, not the upstream's
             if isinstance(outcome, Answer):
-                guard.finish(ticket, None)
-                return await self._relay(request, runtime, plan, upstream, outcome)
+                response, ending = await self._relay(request, runtime, plan, upstream, outcome)
+                if ending is Ending.CLIENT_GONE:
+                    guard.abandon(ticket)
+                else:
+                    guard.finish(ticket, None if ending is Ending.COMPLETE else ending)
+                return response
             guard.finish(
                 ticket, outcome.failure, status=outcome.status, retry_after=outcome.retry_after
             )
@@ -206,7 +218,8 @@ class ProxyHandler:
         plan: FailoverPlan,
         upstream: str,
         answer: Answer,
-    ) -> web.StreamResponse:
+    ) -> tuple[web.StreamResponse, Ending | Failure]:
+        """The answer relayed, and how the exchange ended (a failure while streaming)."""
         upstream_response = answer.response
         headers = runtime.forwarding.downstream_response(upstream_response.headers, request.version)
         names = runtime.header_names
@@ -217,7 +230,9 @@ class ProxyHandler:
         status = upstream_response.status
         if answer.complete:
             upstream_response.release()
-            return _complete_response(request, status, upstream_response, headers, answer.chunks)
+            return _complete_response(
+                request, status, upstream_response, headers, answer.chunks
+            ), Ending.COMPLETE
         return await _stream(request, status, upstream_response, headers, answer.chunks)
 
 
@@ -245,28 +260,38 @@ async def _stream(
     upstream_response: aiohttp.ClientResponse,
     headers: HeaderList,
     chunks: list[bytes],
-) -> web.StreamResponse:
+) -> tuple[web.StreamResponse, Ending | Failure]:
+    """Stream the rest of the body. If the upstream fails now, the client connection is
+    aborted (never a clean end) and the failure is returned, so it still counts."""
     response = web.StreamResponse(status=status, reason=upstream_response.reason, headers=headers)
     length = upstream_response.content_length
     if length is not None:
         response.content_length = length
     elif request.version >= aiohttp.HttpVersion11:
         response.enable_chunked_encoding()
+    ending: Ending | Failure = Ending.CLIENT_GONE
     try:
         await response.prepare(request)
         for chunk in chunks:
             await response.write(chunk)
-        while chunk := await upstream_response.content.readany():
+        while True:
+            try:
+                chunk = await upstream_response.content.readany()
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                ending = classify_exception(exc) or Failure.BODY_TRUNCATED
+                raise
+            if not chunk:
+                break
             await response.write(chunk)
     except (aiohttp.ClientError, OSError, TimeoutError):
-        # Upstream died mid-body, or the client went away: never end the body cleanly.
+        # The upstream died mid-body, or the client went away.
         upstream_response.close()
         if request.transport is not None:
             request.transport.abort()
-        return response
+        return response, ending
     upstream_response.release()
     await response.write_eof()
-    return response
+    return response, Ending.COMPLETE
 
 
 def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:

@@ -146,3 +146,35 @@ async def test_concurrency_limit_sends_the_overflow_to_the_next_upstream(
     response = await first
     assert await response.text() == "from primary"
     assert primary.hits == 1
+
+
+async def test_an_upstream_that_dies_mid_stream_counts_against_its_breaker(
+    raw_upstream, start_proxy, client
+):
+    import aiohttp
+    import pytest
+
+    from tests.conftest import read_request_head
+
+    async def big_then_reset(reader, writer):
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n" + b"y" * 524288)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()
+
+    primary = await raw_upstream(big_then_reset)
+    config = {
+        "upstreams": {
+            "primary": {"url": primary.url, "circuit_breaker": {"consecutive_failures": 1}}
+        },
+        "routes": [route(upstreams=("primary",))],
+    }
+    proxy = await start_proxy(config, clock=FakeClock())
+    async with client.get(proxy + "/big") as response:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    async with client.get(proxy + "/big") as response:
+        assert response.status == 503
+        assert 'details="breaker_open"' in response.headers["Proxy-Status"]
+    assert primary.connections == 1

@@ -9,6 +9,7 @@ describe one connection and must not be forwarded. Framing (``Content-Length``,
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -146,18 +147,22 @@ class FailedHop:
 
 def proxy_status(hops: Iterable[FailedHop]) -> str:
     """RFC 9209 ``Proxy-Status``: one member per failed try, in the order they happened."""
-    members = []
-    for hop in hops:
-        params = [PROXY_NAME]
-        error = proxy_status_error(hop.failure)
-        if error:
-            params.append(f"error={error}")
-        if hop.status is not None:
-            params.append(f"received-status={hop.status}")
-        params.append(f"next-hop={_sf_token_or_string(hop.upstream)}")
-        params.append(f'details="{hop.failure.value}"')
-        members.append("; ".join(params))
-    return ", ".join(members)
+    return ", ".join([_member(hop) for hop in hops])
+
+
+@functools.lru_cache(maxsize=4096)
+def _member(hop: FailedHop) -> str:
+    """One list member; hops repeat (an open circuit skips the same way every request),
+    and the set of upstreams, classes and statuses is small, so each is built once."""
+    params = [PROXY_NAME]
+    error = proxy_status_error(hop.failure)
+    if error:
+        params.append(f"error={error}")
+    if hop.status is not None:
+        params.append(f"received-status={hop.status}")
+    params.append(f"next-hop={_sf_token_or_string(hop.upstream)}")
+    params.append(f'details="{hop.failure.value}"')
+    return "; ".join(params)
 
 
 def _sf_token_or_string(value: str) -> str:

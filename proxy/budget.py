@@ -25,33 +25,41 @@ class RetryBudget:
     def __init__(self, settings: BudgetSettings, clock: Callable[[], float]) -> None:
         self.settings = settings
         self._clock = clock
-        self._buckets: deque[list[int]] = deque()  # [second, first tries, retries]
-        self._requests = 0
+        self._past: deque[tuple[int, int, int]] = deque()  # (second, first tries, retries)
+        self._past_requests = 0
+        self._past_retries = 0
+        self._second = int(clock())
+        self._requests = 0  # in the current second
         self._retries = 0
 
-    def _bucket(self) -> list[int]:
-        second = int(self._clock())
+    def _roll(self, second: int) -> None:
+        """Close the current second's bucket and forget those older than the window."""
+        self._past.append((self._second, self._requests, self._retries))
+        self._past_requests += self._requests
+        self._past_retries += self._retries
+        self._second, self._requests, self._retries = second, 0, 0
         horizon = second - int(self.settings.window)
-        while self._buckets and self._buckets[0][0] <= horizon:
-            _, requests, retries = self._buckets.popleft()
-            self._requests -= requests
-            self._retries -= retries
-        if not self._buckets or self._buckets[-1][0] != second:
-            self._buckets.append([second, 0, 0])
-        return self._buckets[-1]
+        while self._past and self._past[0][0] <= horizon:
+            _, requests, retries = self._past.popleft()
+            self._past_requests -= requests
+            self._past_retries -= retries
 
     def record_request(self) -> None:
-        """A first try went to the upstream."""
-        self._bucket()[1] += 1
+        """A first try went to the upstream (on every request: kept to a few operations)."""
+        second = int(self._clock())
+        if second != self._second:
+            self._roll(second)
         self._requests += 1
 
     def try_retry(self) -> bool:
         """Spend one retry if the budget allows it."""
-        bucket = self._bucket()
+        second = int(self._clock())
+        if second != self._second:
+            self._roll(second)
         settings = self.settings
-        allowed = settings.ratio * self._requests + settings.min_per_second * settings.window
-        if self._retries + 1 > allowed:
+        requests = self._past_requests + self._requests
+        allowed = settings.ratio * requests + settings.min_per_second * settings.window
+        if self._past_retries + self._retries + 1 > allowed:
             return False
-        bucket[2] += 1
         self._retries += 1
         return True

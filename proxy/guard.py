@@ -69,6 +69,7 @@ class UpstreamGuard:
         self._timed = (
             settings.breaker is not None and settings.breaker.slow_call_duration is not None
         )
+        self._untimed = Ticket(0.0, None)
         self.check_healthy = True
         self._check_passes = 0
         self._check_failures = 0
@@ -95,7 +96,11 @@ class UpstreamGuard:
                 self.breaker.release(permit)
             return refusal
         self.in_flight += 1
-        return Ticket(self._clock() if self._timed else 0.0, permit)
+        if self._timed:
+            return Ticket(self._clock(), permit)
+        if permit is not self._untimed.permit:  # one shared ticket per breaker generation
+            self._untimed = Ticket(0.0, permit)
+        return self._untimed
 
     def _spend(self, retry: bool) -> Failure | None:
         if retry and not self.retry_budget.try_retry():

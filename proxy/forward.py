@@ -1,6 +1,7 @@
-"""The request handler: reads the client's request, walks the failover chain, and
-relays the chosen answer. This is where the sockets are; every decision is asked of
-:mod:`proxy.routing`, :mod:`proxy.fallback` and :mod:`proxy.errors`.
+"""The request handler: reads the client's request and walks the failover chain, asking
+each upstream's guard whether to try it; :mod:`proxy.relay` writes the answer. Every
+decision is asked of :mod:`proxy.routing`, :mod:`proxy.fallback`, :mod:`proxy.guard`
+and :mod:`proxy.errors`.
 
 The commit point (DESIGN.md section 13, rule 1): an upstream answer up to
 ``limits.max_buffered_response`` bytes is read whole before the client sees a byte,
@@ -14,30 +15,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from enum import Enum
 
-import aiohttp
 from aiohttp import web
 
 from proxy.attempt import Answer, ErrorAnswer, Failed, attempt
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
-from proxy.errors import Failure, classify_exception
-from proxy.fallback import FailoverPlan, Final, Health, Source, final_answer
+from proxy.errors import Failure
+from proxy.fallback import FailoverPlan
 from proxy.guard import UpstreamGuard
-from proxy.headers import HeaderList, proxy_status
-from proxy.payloads import Payload, failure_report, proxy_error
+from proxy.payloads import proxy_error
+from proxy.relay import Ending, mark_own, own_answer, relay, when_all_failed
 from proxy.routing import BadTarget, normalise_target
 from proxy.runtime import RouteRuntime, Runtime
 from proxy.upstream import UpstreamClient
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class Ending(Enum):
-    """How a relayed answer ended, when it was not by an upstream failure."""
-
-    COMPLETE = "complete"
-    CLIENT_GONE = "client_gone"  # says nothing about the upstream: not counted
 
 
 class ProxyHandler:
@@ -60,23 +52,23 @@ class ProxyHandler:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
         if request.method == "CONNECT":
-            return _own_answer(runtime, proxy_error(405, "CONNECT is not supported"))
+            return own_answer(runtime, proxy_error(405, "CONNECT is not supported"))
         try:
             path, query = normalise_target(request.raw_path)
         except BadTarget as exc:
-            return _own_answer(runtime, proxy_error(400, str(exc)))
+            return own_answer(runtime, proxy_error(400, str(exc)))
         headers = request.headers
         route = runtime.router.find(request.method, path, headers.get("Host", ""), headers)
         if route is None:
-            return _own_answer(runtime, proxy_error(404, "no route matches this request"))
+            return own_answer(runtime, proxy_error(404, "no route matches this request"))
         try:
             return await self._proxy(request, runtime, route, path, query)
         except ClientBodyError as exc:
-            return _own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
+            return own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
 
     def mark_own_answer(self, response: web.StreamResponse) -> None:
         """Our headers on an answer aiohttp made itself (a request it could not parse)."""
-        _mark_own(self.runtime, response)
+        mark_own(self.runtime, response)
 
     async def _read_body(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime
@@ -154,7 +146,7 @@ class ProxyHandler:
                         outcome.response.close()
                     raise streamed.error  # the client's fault, not the upstream's
             if isinstance(outcome, Answer):
-                response, ending = await self._relay(request, runtime, plan, upstream, outcome)
+                response, ending = await relay(request, runtime, plan, upstream, outcome)
                 if ending is Ending.CLIENT_GONE:
                     guard.abandon(ticket)
                 else:
@@ -171,127 +163,7 @@ class ProxyHandler:
                 retry_after=outcome.retry_after,
                 body_replayable=streamed is None or not streamed.started,
             )
-        return self._when_all_failed(request, runtime, route, plan, last_error)
-
-    def _when_all_failed(
-        self,
-        request: web.BaseRequest,
-        runtime: Runtime,
-        route: RouteRuntime,
-        plan: FailoverPlan,
-        last_error: ErrorAnswer | None,
-    ) -> web.Response:
-        final = final_answer(
-            has_default=route.default is not None,
-            last_answer_complete=last_error is not None,
-            deadline_exceeded=plan.deadline_exceeded,
-        )
-        names = runtime.header_names
-        source: str
-        if final is Final.DEFAULT and route.default is not None:
-            response = payload_response(route.default)
-            source = Source.DEFAULT
-        elif final is Final.PASS_THROUGH and last_error is not None:
-            headers = runtime.forwarding.downstream_response(last_error.headers, request.version)
-            response = web.Response(
-                status=last_error.status, reason=last_error.reason, headers=headers
-            )
-            if request.method != "HEAD":
-                response.body = last_error.body
-            source = last_error.upstream
-        else:
-            status = 504 if final is Final.TIMEOUT else 503
-            report = failure_report(
-                route.name, plan.hops, status, deadline_exceeded=plan.deadline_exceeded
-            )
-            response = payload_response(report)
-            source = Source.NONE
-        response.headers[names.source] = source
-        response.headers[names.health] = Health.CRITICAL
-        response.headers[names.proxy_status] = proxy_status(plan.hops)
-        return response
-
-    async def _relay(
-        self,
-        request: web.BaseRequest,
-        runtime: Runtime,
-        plan: FailoverPlan,
-        upstream: str,
-        answer: Answer,
-    ) -> tuple[web.StreamResponse, Ending | Failure]:
-        """The answer relayed, and how the exchange ended (a failure while streaming)."""
-        upstream_response = answer.response
-        headers = runtime.forwarding.downstream_response(upstream_response.headers, request.version)
-        names = runtime.header_names
-        headers.append((names.source, upstream))
-        headers.append((names.health, plan.health_of(upstream)))
-        if plan.hops:
-            headers.append((names.proxy_status, proxy_status(plan.hops)))
-        status = upstream_response.status
-        if answer.complete:
-            upstream_response.release()
-            return _complete_response(
-                request, status, upstream_response, headers, answer.chunks
-            ), Ending.COMPLETE
-        return await _stream(request, status, upstream_response, headers, answer.chunks)
-
-
-def _complete_response(
-    request: web.BaseRequest,
-    status: int,
-    upstream_response: aiohttp.ClientResponse,
-    headers: HeaderList,
-    chunks: list[bytes],
-) -> web.Response:
-    response = web.Response(status=status, reason=upstream_response.reason, headers=headers)
-    if request.method == "HEAD" or status in (204, 304) or status < 200:
-        # Keep the upstream's Content-Length for HEAD/304: it describes the GET body.
-        length = upstream_response.headers.get("Content-Length")
-        if length is not None and status != 204:
-            response.headers["Content-Length"] = length
-        return response
-    response.body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-    return response
-
-
-async def _stream(
-    request: web.BaseRequest,
-    status: int,
-    upstream_response: aiohttp.ClientResponse,
-    headers: HeaderList,
-    chunks: list[bytes],
-) -> tuple[web.StreamResponse, Ending | Failure]:
-    """Stream the rest of the body. If the upstream fails now, the client connection is
-    aborted (never a clean end) and the failure is returned, so it still counts."""
-    response = web.StreamResponse(status=status, reason=upstream_response.reason, headers=headers)
-    length = upstream_response.content_length
-    if length is not None:
-        response.content_length = length
-    elif request.version >= aiohttp.HttpVersion11:
-        response.enable_chunked_encoding()
-    ending: Ending | Failure = Ending.CLIENT_GONE
-    try:
-        await response.prepare(request)
-        for chunk in chunks:
-            await response.write(chunk)
-        while True:
-            try:
-                chunk = await upstream_response.content.readany()
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                ending = classify_exception(exc) or Failure.BODY_TRUNCATED
-                raise
-            if not chunk:
-                break
-            await response.write(chunk)
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        # The upstream died mid-body, or the client went away.
-        upstream_response.close()
-        if request.transport is not None:
-            request.transport.abort()
-        return response, ending
-    upstream_response.release()
-    await response.write_eof()
-    return response, Ending.COMPLETE
+        return when_all_failed(request, runtime, route, plan, last_error)
 
 
 def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:
@@ -304,23 +176,3 @@ def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> No
         and outcome.failure is Failure.DEADLINE_EXCEEDED
     ):
         streamed.error = ClientBodyError(408, "the request body was still arriving")
-
-
-def payload_response(payload: Payload) -> web.Response:
-    """A response carrying a payload of the proxy's own."""
-    return web.Response(status=payload.status, body=payload.body, headers=payload.headers)
-
-
-def _own_answer(runtime: Runtime, payload: Payload, *, close: bool = False) -> web.Response:
-    """An answer of the proxy's own (400, 404, 405, 408, 413): nothing went upstream."""
-    response = payload_response(payload)
-    _mark_own(runtime, response)
-    if close:
-        response.force_close()
-    return response
-
-
-def _mark_own(runtime: Runtime, response: web.StreamResponse) -> None:
-    names = runtime.header_names
-    response.headers[names.source] = Source.NONE
-    response.headers[names.health] = Health.CRITICAL

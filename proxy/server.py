@@ -16,8 +16,9 @@ import aiohttp
 from aiohttp import http_exceptions, web, web_protocol
 
 from proxy.config import Limits
-from proxy.forward import ProxyHandler, payload_response
+from proxy.forward import ProxyHandler
 from proxy.payloads import proxy_error
+from proxy.relay import payload_response
 
 log = logging.getLogger("failover_proxy")
 

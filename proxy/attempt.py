@@ -12,6 +12,7 @@ response.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from yarl import URL
 from proxy.errors import Failure, classify_exception, classify_status
 from proxy.headers import HeaderList, parse_retry_after
 from proxy.upstream import UpstreamClient
+from proxy.validate import Validator
+
+log = logging.getLogger("failover_proxy")
 
 
 @dataclass(slots=True)
@@ -93,6 +97,22 @@ async def _failed_answer(
     return Failed(failure, response.status, retry_after, error_answer)
 
 
+async def _validated(response: aiohttp.ClientResponse, validator: Validator) -> Answer | Failed:
+    """A validated route needs the whole body before it can commit; one too large to
+    check fails (it must not pass unchecked), and a failed check is never passed on."""
+    chunks, complete = await _read_up_to(response, validator.max_body)
+    body = b"".join(chunks)
+    if not complete:
+        problem: str | None = f"body larger than {validator.max_body} bytes cannot be checked"
+    else:
+        problem = validator.problem(response.status, response.headers.get("Content-Type"), body)
+    if problem is not None:
+        response.close()
+        log.info("%s answered %s: %s", response.url.origin(), response.status, problem)
+        return Failed(Failure.INVALID_RESPONSE, response.status)
+    return Answer(response, [body], True)
+
+
 async def attempt(
     client: UpstreamClient,
     method: str,
@@ -103,6 +123,7 @@ async def attempt(
     deadline_at: float,
     failure_statuses: frozenset[int],
     max_buffered: int,
+    validator: Validator | None = None,
 ) -> Answer | Failed:
     remaining = deadline_at - asyncio.get_running_loop().time()
     if remaining <= 0:
@@ -113,6 +134,8 @@ async def attempt(
         failure = classify_status(response.status, failure_statuses)
         if failure is not None:
             return await _failed_answer(client, response, failure, max_buffered)
+        if validator is not None:
+            return await _validated(response, validator)
         chunks, complete = await _read_up_to(response, max_buffered)
         return Answer(response, chunks, complete)
     except Exception as exc:

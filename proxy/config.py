@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from yarl import URL
 
 from proxy.units import parse_duration, parse_ratio, parse_size
+from proxy.validate import parse_json_path
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Ratio = Annotated[float, BeforeValidator(parse_ratio)]
@@ -24,7 +25,7 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
-RETRY_ON_CHOICES = ("connect_error", "timeout", "reset", "5xx", "429")
+RETRY_ON_CHOICES = ("connect_error", "timeout", "reset", "5xx", "429", "invalid")
 
 
 def status_list(value: list[Any]) -> list[int | str]:
@@ -286,6 +287,25 @@ class DefaultPayload(Model):
         return self
 
 
+class Validate(Model):
+    status: list[Any] | None = None  # codes or classes; default: any the route accepts
+    content_type: str | None = None
+    min_size: Size = 0
+    json_nonempty: str | None = None
+    max_body: Size = 1024**2
+
+    @field_validator("status")
+    @classmethod
+    def _statuses(cls, value: list[Any]) -> list[int | str]:
+        return status_list(value)
+
+    @field_validator("json_nonempty")
+    @classmethod
+    def _json_path(cls, value: str) -> str:
+        parse_json_path(value)
+        return value
+
+
 class Route(Model):
     name: Name
     match: Match = Match()
@@ -294,6 +314,7 @@ class Route(Model):
     retry: Retry = Retry()
     failure_statuses: list[Any] = ["5xx", 429]
     default: DefaultPayload | None = None
+    validate_: Validate | None = Field(default=None, alias="validate")
 
     @field_validator("failure_statuses")
     @classmethod

@@ -27,6 +27,7 @@ class Failure(StrEnum):
     HTTP_STATUS = "http_status"  # another status the route counts as failure
     BODY_TRUNCATED = "body_truncated"
     PROTOCOL_ERROR = "protocol_error"  # the upstream spoke broken HTTP
+    INVALID_RESPONSE = "invalid_response"  # an answer that failed the route's validation
     DEADLINE_EXCEEDED = "deadline_exceeded"
     # Skips: the upstream was not tried at all.
     BREAKER_OPEN = "breaker_open"
@@ -63,6 +64,7 @@ RETRY_GROUPS: dict[str, frozenset[Failure]] = {
     "reset": frozenset({Failure.CONNECTION_RESET, Failure.BODY_TRUNCATED, Failure.PROTOCOL_ERROR}),
     "5xx": frozenset({Failure.HTTP_5XX, Failure.HTTP_STATUS}),
     "429": frozenset({Failure.HTTP_429}),
+    "invalid": frozenset({Failure.INVALID_RESPONSE}),
 }
 """The names a route's ``retry.on`` may use, and the classes each stands for."""
 

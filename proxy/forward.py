@@ -134,6 +134,7 @@ class ProxyHandler:
                     deadline_at=deadline_at,
                     failure_statuses=route.failure_statuses,
                     max_buffered=runtime.limits.max_buffered_response,
+                    validator=route.validator,
                 )
             except BaseException:
                 guard.abandon(ticket)

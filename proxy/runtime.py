@@ -23,6 +23,7 @@ from proxy.headers import ForwardingRules
 from proxy.payloads import Payload, load_default
 from proxy.quota import QuotaSettings
 from proxy.routing import RouteMatcher, Router
+from proxy.validate import Validator, parse_json_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class RouteRuntime:
     max_replay_body: int
     failure_statuses: frozenset[int]
     default: Payload | None
+    validator: Validator | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,18 @@ def _route(route: config.Route, base: Path) -> RouteRuntime:
         max_replay_body=route.retry.max_replay_body,
         failure_statuses=expand_statuses(route.failure_statuses),
         default=load_default(route.default, base) if route.default else None,
+        validator=_validator(route.validate_) if route.validate_ else None,
+    )
+
+
+def _validator(rules: config.Validate) -> Validator:
+    return Validator(
+        statuses=expand_statuses(rules.status) if rules.status is not None else None,
+        content_type=rules.content_type.lower() if rules.content_type else None,
+        min_size=rules.min_size,
+        json_path=parse_json_path(rules.json_nonempty) if rules.json_nonempty else None,
+        json_path_text=rules.json_nonempty,
+        max_body=rules.max_body,
     )
 
 

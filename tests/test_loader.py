@@ -117,7 +117,7 @@ def test_a_short_route_gets_the_documented_defaults():
             "attempts: 2",
             "attempts: 2\n      on: [5xx, sometimes]",
             "config.yaml:12: routes[1].retry.on: "
-            "'sometimes' is not one of connect_error, timeout, reset, 5xx, 429",
+            "'sometimes' is not one of connect_error, timeout, reset, 5xx, 429, invalid",
         ),
         (
             "{path_prefix: /api}",

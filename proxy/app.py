@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy.cache import Store
 from proxy.checks import HealthChecker
 from proxy.config import Config
 from proxy.events import EventLog
@@ -45,7 +46,10 @@ class ProxyApp:
             name: UpstreamGuard(settings, clock=clock, wall_clock=wall_clock, events=events)
             for name, settings in runtime.upstreams.items()
         }
-        self.handler = ProxyHandler(runtime, self.clients, self.guards)
+        store = Store(
+            max_bytes=config.cache.max_size, max_entries=config.cache.max_entries, clock=clock
+        )
+        self.handler = ProxyHandler(runtime, self.clients, self.guards, store)
         self._runner: web.ServerRunner | None = None
         self._checks: list[asyncio.Task[None]] = []
         self.port: int | None = None

@@ -306,6 +306,23 @@ class Validate(Model):
         return value
 
 
+class RouteCache(Model):
+    stale_for: Duration  # how long a stored answer may be served when every upstream fails
+    vary_headers: list[str] = []
+    ignore_params: list[str] = []
+    methods: list[str] = ["GET", "HEAD"]
+    statuses: list[int] = [200, 203, 204, 300, 301, 404, 410]
+    max_entry_size: Size = 1024**2
+    allow_authorization: bool = (
+        False  # keep answers to Authorization/Cookie requests, keyed on them
+    )
+
+    @field_validator("vary_headers")
+    @classmethod
+    def _header_names(cls, value: list[str]) -> list[str]:
+        return [_header_name(name).lower() for name in value]
+
+
 class Route(Model):
     name: Name
     match: Match = Match()
@@ -315,6 +332,7 @@ class Route(Model):
     failure_statuses: list[Any] = ["5xx", 429]
     default: DefaultPayload | None = None
     validate_: Validate | None = Field(default=None, alias="validate")
+    cache: RouteCache | None = None
 
     @field_validator("failure_statuses")
     @classmethod
@@ -329,6 +347,11 @@ class Route(Model):
         return value
 
 
+class CacheLimits(Model):
+    max_size: Size = 256 * 1024**2
+    max_entries: int = Field(default=100_000, ge=1)
+
+
 class Config(Model):
     listen: Listen = Listen()
     headers: HeaderNames = HeaderNames()
@@ -336,6 +359,7 @@ class Config(Model):
     shutdown_grace: Duration = 20.0
     upstreams: dict[Name, Upstream] = Field(min_length=1)
     routes: list[Route] = Field(min_length=1)
+    cache: CacheLimits = CacheLimits()
 
 
 def reference_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:

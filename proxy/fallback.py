@@ -3,11 +3,11 @@ answer when none is left. No sockets here; :mod:`proxy.forward` does the I/O and
 asks this module what to do after every try.
 
 Order (DESIGN.md section 1): the route's upstreams in order, each tried up to
-``retry.attempts`` times; then the default payload; then the last upstream's own
+``retry.attempts`` times; then the last good answer from the cache, if younger than
+the route's ``stale_for``; then the default payload; then the last upstream's own
 complete error answer (a 5xx or 429: the application's error body and ``Retry-After``
 are worth more to a client than ours, as nginx and Envoy do); then 503, or 504 when
-the route's deadline ran out. Later layers (stale cache, write buffer) slot in before
-the default payload.
+the route's deadline ran out. The write buffer will slot in after the default payload.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Health(StrEnum):
 class Source(StrEnum):
     """Layers that are not an upstream (an upstream is named by its own name)."""
 
+    CACHE = "cache"
     DEFAULT = "default"
     NONE = "none"
 
@@ -121,6 +122,7 @@ class FailoverPlan:
 class Final(Enum):
     """The answer when no upstream gave a good one."""
 
+    STALE = "stale"
     DEFAULT = "default"
     PASS_THROUGH = "pass_through"
     UNAVAILABLE = 503
@@ -128,8 +130,10 @@ class Final(Enum):
 
 
 def final_answer(
-    *, has_default: bool, last_answer_complete: bool, deadline_exceeded: bool
+    *, has_stale: bool, has_default: bool, last_answer_complete: bool, deadline_exceeded: bool
 ) -> Final:
+    if has_stale:
+        return Final.STALE
     if has_default:
         return Final.DEFAULT
     if last_answer_complete:

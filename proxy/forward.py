@@ -20,13 +20,15 @@ from aiohttp import web
 
 from proxy.attempt import Answer, ErrorAnswer, Failed, attempt
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
+from proxy.cache import Entry, Store
+from proxy.cache_rules import cache_key, not_storable
 from proxy.errors import Failure
 from proxy.fallback import FailoverPlan
 from proxy.guard import UpstreamGuard
 from proxy.payloads import proxy_error
 from proxy.relay import Ending, mark_own, own_answer, relay, when_all_failed
 from proxy.routing import BadTarget, normalise_target
-from proxy.runtime import RouteRuntime, Runtime
+from proxy.runtime import RouteCacheRules, RouteRuntime, Runtime
 from proxy.upstream import UpstreamClient
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -44,10 +46,12 @@ class ProxyHandler:
         runtime: Runtime,
         clients: dict[str, UpstreamClient],
         guards: dict[str, UpstreamGuard],
+        store: Store,
     ) -> None:
         self.runtime = runtime
         self._clients = clients
         self._guards = guards
+        self.store = store
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
@@ -147,6 +151,8 @@ class ProxyHandler:
                         outcome.response.close()
                     raise streamed.error  # the client's fault, not the upstream's
             if isinstance(outcome, Answer):
+                if route.cache is not None and outcome.complete:
+                    self._keep(request, runtime, route, route.cache, path, query, outcome)
                 response, ending = await relay(request, runtime, plan, upstream, outcome)
                 if ending is Ending.CLIENT_GONE:
                     guard.abandon(ticket)
@@ -164,7 +170,45 @@ class ProxyHandler:
                 retry_after=outcome.retry_after,
                 body_replayable=streamed is None or not streamed.started,
             )
-        return when_all_failed(request, runtime, route, plan, last_error)
+        stale = None
+        if route.cache is not None:
+            key = self._key(request, route.cache, path, query)
+            stale = self.store.get(key, route.cache.stale_for)
+        return when_all_failed(request, runtime, route, plan, last_error, stale)
+
+    @staticmethod
+    def _key(request: web.BaseRequest, rules: RouteCacheRules, path: str, query: str) -> str:
+        host = request.headers.get("Host", "")
+        return cache_key(request.method, host, path, query, request.headers, rules.policy)
+
+    def _keep(
+        self,
+        request: web.BaseRequest,
+        runtime: Runtime,
+        route: RouteRuntime,
+        rules: RouteCacheRules,
+        path: str,
+        query: str,
+        answer: Answer,
+    ) -> None:
+        """Store a complete, validated answer as the route's last known good one."""
+        response = answer.response
+        reason = not_storable(
+            request.method, response.status, request.headers, response.headers, rules.policy
+        )
+        body = b"".join(answer.chunks)
+        close_delimited = (
+            response.content_length is None
+            and response.headers.get("Transfer-Encoding", "").lower() != "chunked"
+            and request.method != "HEAD"
+            and response.status not in (204, 304)
+        )
+        if reason is not None or close_delimited or len(body) > rules.max_entry_size:
+            return
+        headers = runtime.forwarding.downstream_response(response.headers, request.version)
+        stored_at = self.store.now()
+        entry = Entry(route.name, response.status, response.reason, tuple(headers), body, stored_at)
+        self.store.put(self._key(request, rules, path, query), entry)
 
 
 def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:

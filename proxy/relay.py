@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.attempt import Answer, ErrorAnswer
+from proxy.cache import Entry
 from proxy.errors import Failure, classify_exception
 from proxy.fallback import FailoverPlan, Final, Health, Source, final_answer
 from proxy.headers import HeaderList, proxy_status
@@ -31,15 +32,25 @@ def when_all_failed(
     route: RouteRuntime,
     plan: FailoverPlan,
     last_error: ErrorAnswer | None,
+    stale: tuple[Entry, float] | None,
 ) -> web.Response:
     final = final_answer(
+        has_stale=stale is not None,
         has_default=route.default is not None,
         last_answer_complete=last_error is not None,
         deadline_exceeded=plan.deadline_exceeded,
     )
     names = runtime.header_names
     source: str
-    if final is Final.DEFAULT and route.default is not None:
+    if final is Final.STALE and stale is not None:
+        entry, age = stale
+        response = web.Response(status=entry.status, reason=entry.reason, headers=entry.headers)
+        if request.method != "HEAD":
+            response.body = entry.body
+        response.headers["Age"] = str(int(age))
+        response.headers["Cache-Status"] = "failover-proxy; hit; stale"
+        source = Source.CACHE
+    elif final is Final.DEFAULT and route.default is not None:
         response = payload_response(route.default)
         source = Source.DEFAULT
     elif final is Final.PASS_THROUGH and last_error is not None:

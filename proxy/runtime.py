@@ -16,6 +16,7 @@ from yarl import URL
 from proxy import config
 from proxy.breaker import BreakerSettings
 from proxy.budget import BudgetSettings
+from proxy.cache_rules import CachePolicy
 from proxy.config import Config, Limits
 from proxy.errors import RETRY_GROUPS, Failure
 from proxy.fallback import RetryPolicy
@@ -56,6 +57,13 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteCacheRules:
+    policy: CachePolicy
+    stale_for: float
+    max_entry_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class RouteRuntime:
     name: str
     upstreams: tuple[str, ...]
@@ -65,6 +73,7 @@ class RouteRuntime:
     failure_statuses: frozenset[int]
     default: Payload | None
     validator: Validator | None
+    cache: RouteCacheRules | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +174,19 @@ def _route(route: config.Route, base: Path) -> RouteRuntime:
         failure_statuses=expand_statuses(route.failure_statuses),
         default=load_default(route.default, base) if route.default else None,
         validator=_validator(route.validate_) if route.validate_ else None,
+        cache=_cache_rules(route.cache) if route.cache else None,
     )
+
+
+def _cache_rules(cache: config.RouteCache) -> RouteCacheRules:
+    policy = CachePolicy(
+        methods=frozenset(method.upper() for method in cache.methods),
+        statuses=frozenset(cache.statuses),
+        vary_headers=tuple(cache.vary_headers),
+        ignore_params=frozenset(cache.ignore_params),
+        allow_authorization=cache.allow_authorization,
+    )
+    return RouteCacheRules(policy, cache.stale_for, cache.max_entry_size)
 
 
 def _validator(rules: config.Validate) -> Validator:

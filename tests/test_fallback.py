@@ -184,11 +184,23 @@ def test_the_final_answer_prefers_default_then_the_upstreams_own_error_then_503_
 ):
     assert (
         final_answer(
-            has_default=has_default, last_answer_complete=complete, deadline_exceeded=deadline
+            has_stale=False,
+            has_default=has_default,
+            last_answer_complete=complete,
+            deadline_exceeded=deadline,
         )
         is answer
     )
     assert Final.UNAVAILABLE.value == 503 and Final.TIMEOUT.value == 504
+
+
+def test_a_stale_answer_comes_before_everything_else():
+    assert (
+        final_answer(
+            has_stale=True, has_default=True, last_answer_complete=True, deadline_exceeded=True
+        )
+        is Final.STALE
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,78 @@
+"""The last-known-good store: answers kept in memory, least recently used evicted first,
+bounded in entries and bytes. Pure: an injected clock; the caller decides what may be
+stored (:mod:`proxy.cache_rules`) and when a stale copy may be served.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_OVERHEAD = 256  # bytes counted per entry for its key, headers and bookkeeping
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    route: str
+    status: int
+    reason: str | None
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    stored_at: float
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + sum(len(n) + len(v) for n, v in self.headers) + _OVERHEAD
+
+
+class Store:
+    def __init__(self, *, max_bytes: int, max_entries: int, clock: Callable[[], float]) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self.bytes = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, key: str, entry: Entry) -> bool:
+        """Keep ``entry``; False when it alone is over the byte bound (it streams past)."""
+        if entry.size > self.max_bytes:
+            return False
+        self.remove(key)
+        self._entries[key] = entry
+        self.bytes += entry.size
+        while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.size
+            self.evictions += 1
+        return True
+
+    def get(self, key: str, max_age: float) -> tuple[Entry, float] | None:
+        """The entry and its age, if it is no older than ``max_age`` seconds."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        age = self._clock() - entry.stored_at
+        if age > max_age:
+            return None
+        self._entries.move_to_end(key)
+        return entry, age
+
+    def remove(self, key: str) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
+
+    def purge(self, route: str | None = None) -> int:
+        """Drop every entry, or a route's; returns how many went."""
+        keys = [k for k, e in self._entries.items() if route is None or e.route == route]
+        for key in keys:
+            self.remove(key)
+        return len(keys)
+
+    def now(self) -> float:
+        return self._clock()

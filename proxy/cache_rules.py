@@ -1,0 +1,94 @@
+"""Which answers may be kept as "last known good", and under which key.
+
+Each storage rule is numbered, cites RFC 9111 (HTTP Caching) and DESIGN.md section
+13 rule 3, and is one expression. Rules that a route may relax say so. Only complete,
+final answers that passed validation reach these rules at all (the caller's job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
+
+CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 404, 410})
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    methods: frozenset[str]
+    statuses: frozenset[int]
+    vary_headers: tuple[str, ...]  # lower-case request header names that are part of the key
+    ignore_params: frozenset[str]
+    allow_authorization: bool  # the route opted in; Authorization/Cookie then join the key
+
+
+def _directives(headers: Mapping[str, str]) -> set[str]:
+    value = headers.get("Cache-Control", "")
+    return {part.split("=", 1)[0].strip().lower() for part in value.split(",") if part.strip()}
+
+
+def not_storable(
+    method: str,
+    status: int,
+    request_headers: Mapping[str, str],
+    response_headers: Mapping[str, str],
+    policy: CachePolicy,
+) -> str | None:
+    """Why this answer must not be stored, or None when it may be."""
+    directives = _directives(response_headers)
+    # 1. RFC 9111 3: "the request method is understood by the cache" - and the route
+    #    says which methods it keeps (GET, HEAD by default).
+    if method not in policy.methods:
+        return f"method {method} is not cached"
+    # 2. RFC 9111 3: "the response status code is final" and, here, one the route keeps.
+    if status not in policy.statuses:
+        return f"status {status} is not cached"
+    # 3. RFC 9111 5.2.2.5: "no-store ... a cache MUST NOT store any part of" the response.
+    if "no-store" in directives:
+        return "Cache-Control: no-store"
+    # 4. RFC 9111 5.2.2.7: "private ... a shared cache MUST NOT store the response".
+    if "private" in directives:
+        return "Cache-Control: private"
+    # 5. RFC 9111 3.5: "a shared cache MUST NOT use a cached response to a request with an
+    #    Authorization header field" unless allowed; Cookie is the same risk.
+    if not policy.allow_authorization and (
+        "Authorization" in request_headers or "Cookie" in request_headers
+    ):
+        return "the request carries Authorization or Cookie"
+    # 6. RFC 9111 7.3 (Set-Cookie in a shared cache hands one user's cookie to the next).
+    if "Set-Cookie" in response_headers:
+        return "the response sets a cookie"
+    # 7. RFC 9111 4.1: "Vary: * ... always fails to match".
+    vary = {name.strip().lower() for name in response_headers.get("Vary", "").split(",")} - {""}
+    if "*" in vary:
+        return "Vary: *"
+    # 8. RFC 9111 4.1: the selecting headers must be in the key; only the route's are.
+    unkeyed = vary - set(policy.vary_headers) - {"accept-encoding"}
+    if unkeyed:
+        return f"Vary names {', '.join(sorted(unkeyed))}, which the route does not key on"
+    return None
+
+
+def cache_key(
+    method: str,
+    host: str,
+    path: str,
+    query: str,
+    request_headers: Mapping[str, str],
+    policy: CachePolicy,
+) -> str:
+    """Method, host, path, the query sorted (minus ignored parameters), and the headers
+    the route names - never anything the route did not ask for."""
+    params = sorted(
+        (name, value)
+        for name, value in parse_qsl(query, keep_blank_values=True)
+        if name not in policy.ignore_params
+    )
+    parts = [method, host.lower(), path, urlencode(params)]
+    names = policy.vary_headers
+    if policy.allow_authorization:
+        names = (*names, "authorization", "cookie")
+    for name in names:
+        parts.append(f"{name}={request_headers.get(name, '')}")
+    return "\n".join(parts)

@@ -1,0 +1,155 @@
+"""The last known good answer: what is kept, and when it is served (fake clock)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from proxy.cache import Entry, Store
+from tests.conftest import FakeClock, route
+
+
+def entry(body: bytes, route_name: str = "r") -> Entry:
+    return Entry(route_name, 200, "OK", (("Content-Type", "text/plain"),), body, 1000.0)
+
+
+def test_the_store_evicts_least_recently_used_within_its_byte_bound():
+    store = Store(max_bytes=3000, max_entries=100, clock=FakeClock())
+    for key in "abc":
+        assert store.put(key, entry(b"x" * 700))
+    assert store.get("a", 10) is not None  # a is now the most recent
+    store.put("d", entry(b"x" * 700))
+    assert store.bytes <= 3000
+    assert store.get("b", 10) is None
+    assert store.get("a", 10) is not None
+    assert store.evictions == 1
+
+
+def test_an_entry_over_the_byte_bound_is_not_kept():
+    store = Store(max_bytes=1000, max_entries=10, clock=FakeClock())
+    assert not store.put("big", entry(b"x" * 2000))
+    assert len(store) == 0
+
+
+def test_purge_by_route():
+    store = Store(max_bytes=10**6, max_entries=10, clock=FakeClock())
+    store.put("a", entry(b"1", "drivers"))
+    store.put("b", entry(b"2", "events"))
+    assert store.purge("drivers") == 1
+    assert len(store) == 1
+
+
+class Switch:
+    """An upstream that answers well until it is told to fail."""
+
+    def __init__(self, **headers: str) -> None:
+        self.failing = False
+        self.headers = headers
+        self.served = 0
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        if self.failing:
+            return web.Response(status=503, text="down")
+        self.served += 1
+        return web.json_response({"n": self.served}, headers=self.headers)
+
+
+async def proxy_with_cache(http_upstream, start_proxy, clock, switch, **route_extra):
+    upstream = await http_upstream(switch)
+    config = {
+        "upstreams": {"primary": {"url": upstream.url, "circuit_breaker": {"enabled": False}}},
+        "routes": [route(upstreams=("primary",), cache={"stale_for": "1h"}, **route_extra)],
+    }
+    return await start_proxy(config, clock=clock)
+
+
+async def test_the_last_good_answer_is_served_stale_when_every_upstream_fails(
+    http_upstream, start_proxy, client
+):
+    clock, switch = FakeClock(), Switch()
+    proxy = await proxy_with_cache(http_upstream, start_proxy, clock, switch)
+    async with client.get(proxy + "/drivers?b=2&a=1") as response:
+        assert await response.json() == {"n": 1}
+    switch.failing = True
+    clock.now += 600
+    async with client.get(proxy + "/drivers?a=1&b=2") as response:  # same query, reordered
+        assert response.status == 200
+        assert await response.json() == {"n": 1}
+        assert response.headers["X-Failover-Source"] == "cache"
+        assert response.headers["X-Failover-Health"] == "critical"
+        assert response.headers["Age"] == "600"
+        assert response.headers["Cache-Status"] == "failover-proxy; hit; stale"
+        assert "received-status=503" in response.headers["Proxy-Status"]
+    clock.now += 3001  # past stale_for
+    async with client.get(proxy + "/drivers?a=1&b=2") as response:
+        assert response.status == 503
+        assert response.headers["X-Failover-Source"] == "primary"  # its own error, passed through
+
+
+@pytest.mark.parametrize(
+    ("response_headers", "request_headers"),
+    [
+        ({"Cache-Control": "no-store"}, {}),
+        ({"Cache-Control": "private, max-age=60"}, {}),
+        ({"Set-Cookie": "session=abc"}, {}),
+        ({"Vary": "*"}, {}),
+        ({"Vary": "X-User"}, {}),
+        ({}, {"Authorization": "Bearer alice"}),
+        ({}, {"Cookie": "session=alice"}),
+    ],
+)
+async def test_private_or_unkeyable_answers_are_never_served_to_anyone_else(
+    response_headers, request_headers, http_upstream, start_proxy, client
+):
+    clock, switch = FakeClock(), Switch(**response_headers)
+    proxy = await proxy_with_cache(http_upstream, start_proxy, clock, switch)
+    async with client.get(proxy + "/me", headers=request_headers) as response:
+        assert response.status == 200
+    switch.failing = True
+    async with client.get(proxy + "/me") as response:
+        assert response.status == 503
+        assert response.headers["X-Failover-Source"] != "cache"
+
+
+async def test_a_5xx_never_replaces_a_good_entry(http_upstream, start_proxy, client):
+    clock, switch = FakeClock(), Switch()
+    proxy = await proxy_with_cache(http_upstream, start_proxy, clock, switch)
+    async with client.get(proxy + "/x"):
+        pass
+    switch.failing = True
+    for _ in range(3):
+        async with client.get(proxy + "/x") as response:
+            assert await response.json() == {"n": 1}
+
+
+async def test_the_key_keeps_apart_what_the_route_varies_on(http_upstream, start_proxy, client):
+    async def by_language(request: web.Request) -> web.Response:
+        if failing["now"]:
+            return web.Response(status=503)
+        return web.Response(
+            text=request.headers["Accept-Language"], headers={"Vary": "Accept-Language"}
+        )
+
+    failing = {"now": False}
+    upstream = await http_upstream(by_language)
+    config = {
+        "upstreams": {"primary": {"url": upstream.url}},
+        "routes": [
+            route(
+                upstreams=("primary",),
+                cache={"stale_for": "1h", "vary_headers": ["Accept-Language"]},
+            )
+        ],
+    }
+    proxy = await start_proxy(config, clock=FakeClock())
+    for language in ("de", "fr"):
+        async with client.get(proxy + "/greeting", headers={"Accept-Language": language}):
+            pass
+    failing["now"] = True
+    for language in ("de", "fr"):
+        async with client.get(proxy + "/greeting", headers={"Accept-Language": language}) as r:
+            assert await r.text() == language
+            assert r.headers["X-Failover-Source"] == "cache"
+    await asyncio.sleep(0)

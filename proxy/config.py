@@ -308,6 +308,7 @@ class Validate(Model):
 
 class RouteCache(Model):
     stale_for: Duration  # how long a stored answer may be served when every upstream fails
+    fresh_for: Duration = 0.0  # how long it may be served without asking an upstream at all
     vary_headers: list[str] = []
     ignore_params: list[str] = []
     methods: list[str] = ["GET", "HEAD"]

@@ -23,10 +23,10 @@ from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
 from proxy.cache import Entry, Store
 from proxy.cache_rules import cache_key, not_storable
 from proxy.errors import Failure
-from proxy.fallback import FailoverPlan
+from proxy.fallback import FailoverPlan, Health
 from proxy.guard import UpstreamGuard
 from proxy.payloads import proxy_error
-from proxy.relay import Ending, mark_own, own_answer, relay, when_all_failed
+from proxy.relay import Ending, fresh_hit, mark_own, own_answer, relay, when_all_failed
 from proxy.routing import BadTarget, normalise_target
 from proxy.runtime import RouteCacheRules, RouteRuntime, Runtime
 from proxy.upstream import UpstreamClient
@@ -99,6 +99,12 @@ class ProxyHandler:
     async def _proxy(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
     ) -> web.StreamResponse:
+        if route.cache is not None and route.cache.fresh_for > 0:
+            hit = self.store.get(
+                self._key(request, route.cache, path, query), route.cache.fresh_for
+            )
+            if hit is not None:
+                return fresh_hit(request, runtime, *hit, self._route_health(route))
         body, streamed = await self._read_body(request, runtime, route)
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + route.deadline  # a slow upload is bounded by its own timeout
@@ -175,6 +181,12 @@ class ProxyHandler:
             key = self._key(request, route.cache, path, query)
             stale = self.store.get(key, route.cache.stale_for)
         return when_all_failed(request, runtime, route, plan, last_error, stale)
+
+    def _route_health(self, route: RouteRuntime) -> Health:
+        """DESIGN.md 2: a fresh hit is healthy while the first upstream would be tried,
+        degraded while it is skipped (its upstreams are failing)."""
+        guard = self._guards[route.upstreams[0]]
+        return Health.DEGRADED if guard.skipping() else Health.HEALTHY
 
     @staticmethod
     def _key(request: web.BaseRequest, rules: RouteCacheRules, path: str, query: str) -> str:

@@ -111,6 +111,13 @@ class UpstreamGuard:
             self.retry_budget.record_request()
         return None
 
+    def skipping(self) -> bool:
+        """Whether a call now would be skipped for the upstream's health (not its load)."""
+        if not self.check_healthy or (self._cooling and self._clock() < self.cooldown_until):
+            return True
+        breaker = self.breaker
+        return breaker is not None and breaker.state is State.OPEN
+
     def finish(
         self,
         ticket: Ticket,

@@ -26,6 +26,27 @@ class Ending(Enum):
     CLIENT_GONE = "client_gone"  # says nothing about the upstream: not counted
 
 
+def cached_response(request: web.BaseRequest, entry: Entry, age: float) -> web.Response:
+    """A stored answer, with ``Age`` (RFC 9111 5.1)."""
+    response = web.Response(status=entry.status, reason=entry.reason, headers=entry.headers)
+    if request.method != "HEAD":
+        response.body = entry.body
+    response.headers["Age"] = str(int(age))
+    return response
+
+
+def fresh_hit(
+    request: web.BaseRequest, runtime: Runtime, entry: Entry, age: float, health: Health
+) -> web.Response:
+    """A stored answer still within ``fresh_for``: served without asking an upstream."""
+    response = cached_response(request, entry, age)
+    names = runtime.header_names
+    response.headers["Cache-Status"] = "failover-proxy; hit"
+    response.headers[names.source] = Source.CACHE
+    response.headers[names.health] = health
+    return response
+
+
 def when_all_failed(
     request: web.BaseRequest,
     runtime: Runtime,
@@ -43,11 +64,7 @@ def when_all_failed(
     names = runtime.header_names
     source: str
     if final is Final.STALE and stale is not None:
-        entry, age = stale
-        response = web.Response(status=entry.status, reason=entry.reason, headers=entry.headers)
-        if request.method != "HEAD":
-            response.body = entry.body
-        response.headers["Age"] = str(int(age))
+        response = cached_response(request, *stale)
         response.headers["Cache-Status"] = "failover-proxy; hit; stale"
         source = Source.CACHE
     elif final is Final.DEFAULT and route.default is not None:

@@ -60,6 +60,7 @@ class UpstreamSettings:
 class RouteCacheRules:
     policy: CachePolicy
     stale_for: float
+    fresh_for: float
     max_entry_size: int
 
 
@@ -186,7 +187,7 @@ def _cache_rules(cache: config.RouteCache) -> RouteCacheRules:
         ignore_params=frozenset(cache.ignore_params),
         allow_authorization=cache.allow_authorization,
     )
-    return RouteCacheRules(policy, cache.stale_for, cache.max_entry_size)
+    return RouteCacheRules(policy, cache.stale_for, cache.fresh_for, cache.max_entry_size)
 
 
 def _validator(rules: config.Validate) -> Validator:

@@ -153,3 +153,28 @@ async def test_the_key_keeps_apart_what_the_route_varies_on(http_upstream, start
             assert await r.text() == language
             assert r.headers["X-Failover-Source"] == "cache"
     await asyncio.sleep(0)
+
+
+async def test_fresh_for_serves_without_asking_an_upstream(http_upstream, start_proxy, client):
+    clock, switch = FakeClock(), Switch()
+    upstream = await http_upstream(switch)
+    config = {
+        "upstreams": {"primary": {"url": upstream.url}},
+        "routes": [route(upstreams=("primary",), cache={"stale_for": "1h", "fresh_for": "10s"})],
+    }
+    proxy = await start_proxy(config, clock=clock)
+    async with client.get(proxy + "/x") as response:
+        assert response.headers["X-Failover-Source"] == "primary"
+    clock.now += 5
+    for _ in range(3):
+        async with client.get(proxy + "/x") as response:
+            assert await response.json() == {"n": 1}
+            assert response.headers["X-Failover-Source"] == "cache"
+            assert response.headers["X-Failover-Health"] == "healthy"
+            assert response.headers["Cache-Status"] == "failover-proxy; hit"
+            assert response.headers["Age"] == "5"
+    assert upstream.hits == 1
+    clock.now += 6
+    async with client.get(proxy + "/x") as response:
+        assert await response.json() == {"n": 2}
+    assert upstream.hits == 2

@@ -12,7 +12,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from yarl import URL
 
 from proxy.units import parse_duration, parse_ratio, parse_size
@@ -35,6 +43,15 @@ def status_list(value: list[Any]) -> list[int | str]:
         if not (valid_code or item in ("2xx", "3xx", "4xx", "5xx")):
             raise ValueError(f"expected a status code or a class such as 5xx, got {item!r}")
     return value
+
+
+def _as_float(value: object) -> object:
+    """YAML writes 50 for 50.0; strict mode would refuse the int."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Number = Annotated[float, BeforeValidator(_as_float)]
+StatusList = Annotated[list[Any], AfterValidator(status_list)]
 
 
 def _header_name(value: str) -> str:
@@ -123,15 +140,10 @@ class CircuitBreaker(Model):
 
 
 class Quota(Model):
-    per_second: float | None = Field(default=None, gt=0)
+    per_second: Number | None = Field(default=None, gt=0)
     per_minute: int | None = Field(default=None, ge=1)
     per_hour: int | None = Field(default=None, ge=1)
     per_day: int | None = Field(default=None, ge=1)
-
-    @field_validator("per_second", mode="before")
-    @classmethod
-    def _number(cls, value: object) -> object:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class HealthCheck(Model):
@@ -140,7 +152,7 @@ class HealthCheck(Model):
     timeout: Duration = 1.0
     healthy_threshold: int = Field(default=2, ge=1)
     unhealthy_threshold: int = Field(default=3, ge=1)
-    expected_status: list[Any] = ["2xx"]
+    expected_status: StatusList = ["2xx"]
 
     @field_validator("path")
     @classmethod
@@ -156,23 +168,13 @@ class HealthCheck(Model):
             raise ValueError("must be longer than 0s")
         return value
 
-    @field_validator("expected_status")
-    @classmethod
-    def _statuses(cls, value: list[Any]) -> list[int | str]:
-        return status_list(value)
-
 
 class RetryBudget(Model):
     """Finagle's defaults, scaled down: 20% over 10s with a floor of 3 retries a second."""
 
     ratio: Ratio = 0.2
     window: Duration = 10.0
-    min_per_second: float = Field(default=3.0, ge=0)
-
-    @field_validator("min_per_second", mode="before")
-    @classmethod
-    def _number(cls, value: object) -> object:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    min_per_second: Number = Field(default=3.0, ge=0)
 
 
 class Upstream(Model):
@@ -288,16 +290,11 @@ class DefaultPayload(Model):
 
 
 class Validate(Model):
-    status: list[Any] | None = None  # codes or classes; default: any the route accepts
+    status: StatusList | None = None  # codes or classes; default: any the route accepts
     content_type: str | None = None
     min_size: Size = 0
     json_nonempty: str | None = None
     max_body: Size = 1024**2
-
-    @field_validator("status")
-    @classmethod
-    def _statuses(cls, value: list[Any]) -> list[int | str]:
-        return status_list(value)
 
     @field_validator("json_nonempty")
     @classmethod
@@ -330,15 +327,10 @@ class Route(Model):
     upstreams: list[Name] = Field(min_length=1)
     deadline: Duration = 15.0
     retry: Retry = Retry()
-    failure_statuses: list[Any] = ["5xx", 429]
+    failure_statuses: StatusList = ["5xx", 429]
     default: DefaultPayload | None = None
     validate_: Validate | None = Field(default=None, alias="validate")
     cache: RouteCache | None = None
-
-    @field_validator("failure_statuses")
-    @classmethod
-    def _statuses(cls, value: list[Any]) -> list[int | str]:
-        return status_list(value)
 
     @field_validator("deadline")
     @classmethod

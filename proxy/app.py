@@ -70,7 +70,13 @@ class ProxyApp:
             server, handle_signals=False, shutdown_timeout=config.shutdown_grace
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, config.listen.host, config.listen.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner,
+            config.listen.host,
+            config.listen.port,
+            reuse_address=True,
+            backlog=config.listen.backlog,
+        )
         await site.start()
         # Everything built so far (modules, the config schema, the runtime) lives as long as
         # the process: take it out of the cyclic GC's sight, so that full collections under

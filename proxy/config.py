@@ -67,6 +67,7 @@ class Model(BaseModel):
 class Listen(Model):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    backlog: int = Field(default=1024, ge=1)  # a burst past it waits a SYN retry (1s)
 
 
 class HeaderNames(Model):

@@ -14,6 +14,7 @@ truncated body is never passed off as complete.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -52,6 +53,7 @@ class ProxyHandler:
         self._clients = clients
         self._guards = guards
         self.store = store
+        self._fetching: dict[str, asyncio.Future[None]] = {}  # cache key -> the leader's fetch
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
@@ -99,12 +101,46 @@ class ProxyHandler:
     async def _proxy(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
     ) -> web.StreamResponse:
-        if route.cache is not None and route.cache.fresh_for > 0:
-            hit = self.store.get(
-                self._key(request, route.cache, path, query), route.cache.fresh_for
-            )
-            if hit is not None:
-                return fresh_hit(request, runtime, *hit, self._route_health(route))
+        rules = route.cache
+        if rules is None or request.method not in rules.policy.methods or request.body_exists:
+            return await self._fetch(request, runtime, route, path, query)
+        key = self._key(request, rules, path, query)
+        if rules.fresh_for > 0 and (hit := self.store.get(key, rules.fresh_for)) is not None:
+            return fresh_hit(request, runtime, *hit, self._route_health(route))
+        leader = self._fetching.get(key)
+        if leader is not None:
+            return await self._follow(request, runtime, route, path, query, key, leader)
+        self._fetching[key] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._fetch(request, runtime, route, path, query)
+        finally:
+            self._fetching.pop(key).set_result(None)
+
+    async def _follow(
+        self,
+        request: web.BaseRequest,
+        runtime: Runtime,
+        route: RouteRuntime,
+        path: str,
+        query: str,
+        key: str,
+        leader: asyncio.Future[None],
+    ) -> web.StreamResponse:
+        """Concurrent misses for one key wait for the leader's upstream call (bounded by
+        the deadline) and share what it stored; if it stored nothing, they go themselves."""
+        arrived = self.store.now()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(leader), route.deadline)
+        hit = self.store.get(key, max_age=self.store.now() - arrived)
+        if hit is None:
+            return await self._fetch(request, runtime, route, path, query)
+        response = fresh_hit(request, runtime, *hit, self._route_health(route))
+        response.headers["Cache-Status"] = "failover-proxy; fwd=uri-miss; collapsed"
+        return response
+
+    async def _fetch(
+        self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
+    ) -> web.StreamResponse:
         body, streamed = await self._read_body(request, runtime, route)
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + route.deadline  # a slow upload is bounded by its own timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -178,3 +179,33 @@ async def test_fresh_for_serves_without_asking_an_upstream(http_upstream, start_
     async with client.get(proxy + "/x") as response:
         assert await response.json() == {"n": 2}
     assert upstream.hits == 2
+
+
+async def test_concurrent_misses_for_one_key_send_one_upstream_request(
+    http_upstream, start_proxy, client
+):
+    calls = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(1.0)  # long enough for all 200 to arrive while it is in flight
+        return web.json_response({"call": calls})
+
+    upstream = await http_upstream(slow)
+    config = {
+        "upstreams": {"primary": {"url": upstream.url, "max_connections": 300}},
+        "routes": [route(upstreams=("primary",), cache={"stale_for": "1h"})],
+    }
+    proxy = await start_proxy(config)
+
+    async def one(session: aiohttp.ClientSession) -> tuple[int, dict, str]:
+        async with session.get(proxy + "/hot") as response:
+            return response.status, await response.json(), response.headers["X-Failover-Source"]
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        results = await asyncio.gather(*(one(session) for _ in range(200)))
+    assert calls == 1
+    assert {status for status, _, _ in results} == {200}
+    assert {body["call"] for _, body, _ in results} == {1}
+    assert sorted({source for _, _, source in results}) == ["cache", "primary"]

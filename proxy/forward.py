@@ -68,7 +68,9 @@ class ProxyHandler:
         if route is None:
             return own_answer(runtime, proxy_error(404, "no route matches this request"))
         try:
-            return await self._proxy(request, runtime, route, path, query)
+            if route.cache is None:
+                return await self._proxy(request, runtime, route, path, query)
+            return await self._cached(request, runtime, route, route.cache, path, query)
         except ClientBodyError as exc:
             return own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
 
@@ -98,12 +100,19 @@ class ProxyHandler:
         )
         return None, streamed
 
-    async def _proxy(
-        self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
+    async def _cached(
+        self,
+        request: web.BaseRequest,
+        runtime: Runtime,
+        route: RouteRuntime,
+        rules: RouteCacheRules,
+        path: str,
+        query: str,
     ) -> web.StreamResponse:
-        rules = route.cache
-        if rules is None or request.method not in rules.policy.methods or request.body_exists:
-            return await self._fetch(request, runtime, route, path, query)
+        """A route with a cache: a fresh hit, or one upstream call shared by concurrent
+        misses, or the chain as usual."""
+        if request.method not in rules.policy.methods or request.body_exists:
+            return await self._proxy(request, runtime, route, path, query)
         key = self._key(request, rules, path, query)
         if rules.fresh_for > 0 and (hit := self.store.get(key, rules.fresh_for)) is not None:
             return fresh_hit(request, runtime, *hit, self._route_health(route))
@@ -112,7 +121,7 @@ class ProxyHandler:
             return await self._follow(request, runtime, route, path, query, key, leader)
         self._fetching[key] = asyncio.get_running_loop().create_future()
         try:
-            return await self._fetch(request, runtime, route, path, query)
+            return await self._proxy(request, runtime, route, path, query)
         finally:
             self._fetching.pop(key).set_result(None)
 
@@ -133,12 +142,12 @@ class ProxyHandler:
             await asyncio.wait_for(asyncio.shield(leader), route.deadline)
         hit = self.store.get(key, max_age=self.store.now() - arrived)
         if hit is None:
-            return await self._fetch(request, runtime, route, path, query)
+            return await self._proxy(request, runtime, route, path, query)
         response = fresh_hit(request, runtime, *hit, self._route_health(route))
         response.headers["Cache-Status"] = "failover-proxy; fwd=uri-miss; collapsed"
         return response
 
-    async def _fetch(
+    async def _proxy(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
     ) -> web.StreamResponse:
         body, streamed = await self._read_body(request, runtime, route)

@@ -10,58 +10,26 @@ disk) live in :mod:`proxy.loader`, which can point at the offending line.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from proxy.units import parse_duration, parse_ratio, parse_size
+from proxy.schema_health import CircuitBreaker, HealthCheck, Quota, RetryBudget
+from proxy.schema_types import (
+    TOKEN,
+    Duration,
+    Model,
+    Name,
+    Size,
+    StatusList,
+    header_name,
+)
 from proxy.validate import parse_json_path
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Ratio = Annotated[float, BeforeValidator(parse_ratio)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
-
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+__all__ = ["CircuitBreaker", "Config", "HealthCheck", "Quota", "RetryBudget", "Route"]
 
 RETRY_ON_CHOICES = ("connect_error", "timeout", "reset", "5xx", "429", "invalid")
-
-
-def status_list(value: list[Any]) -> list[int | str]:
-    """Status codes and classes (``503``, ``5xx``), as ``failure_statuses`` and checks use."""
-    for item in value:
-        valid_code = isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599
-        if not (valid_code or item in ("2xx", "3xx", "4xx", "5xx")):
-            raise ValueError(f"expected a status code or a class such as 5xx, got {item!r}")
-    return value
-
-
-def _as_float(value: object) -> object:
-    """YAML writes 50 for 50.0; strict mode would refuse the int."""
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-Number = Annotated[float, BeforeValidator(_as_float)]
-StatusList = Annotated[list[Any], AfterValidator(status_list)]
-
-
-def _header_name(value: str) -> str:
-    if not _TOKEN.match(value):
-        raise ValueError(f"{value!r} is not a valid HTTP header name")
-    return value
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Listen(Model):
@@ -79,7 +47,7 @@ class HeaderNames(Model):
     via: str = "failover-proxy"  # the pseudonym in Via; "" sends no Via
     forwarded: bool = True  # X-Forwarded-For/-Proto/-Host to upstreams
 
-    _names = field_validator("source", "health", "proxy_status")(_header_name)
+    _names = field_validator("source", "health", "proxy_status")(header_name)
 
 
 class Limits(Model):
@@ -102,80 +70,6 @@ class Timeouts(Model):
 class Tls(Model):
     verify: bool = True
     ca_file: str | None = None
-
-
-class SlowCall(Model):
-    duration: Duration
-    rate: Ratio = 1.0
-
-
-class CircuitBreaker(Model):
-    """Defaults after Envoy's outlier detection (5 in a row, 30s growing to 5m) and
-    Resilience4j (a rate over a window, a bounded number of half-open probes)."""
-
-    enabled: bool = True
-    window: int | str = 20  # the last N calls, or a duration such as 30s
-    min_calls: int = Field(default=10, ge=1)
-    failure_rate: Ratio = 0.5
-    consecutive_failures: int = Field(default=5, ge=1)
-    slow_call: SlowCall | None = None
-    open_for: Duration = 30.0
-    max_open_for: Duration = 300.0
-    half_open_probes: int = Field(default=3, ge=1, le=1000)
-
-    @field_validator("window")
-    @classmethod
-    def _calls_or_duration(cls, value: int | str) -> int | str:
-        if isinstance(value, int):
-            if value < 1:
-                raise ValueError("a window of calls holds at least 1")
-        else:
-            parse_duration(value)
-        return value
-
-    def window_calls(self) -> int | None:
-        return self.window if isinstance(self.window, int) else None
-
-    def window_seconds(self) -> float | None:
-        return None if isinstance(self.window, int) else parse_duration(self.window)
-
-
-class Quota(Model):
-    per_second: Number | None = Field(default=None, gt=0)
-    per_minute: int | None = Field(default=None, ge=1)
-    per_hour: int | None = Field(default=None, ge=1)
-    per_day: int | None = Field(default=None, ge=1)
-
-
-class HealthCheck(Model):
-    path: str = "/healthz"
-    interval: Duration = 5.0
-    timeout: Duration = 1.0
-    healthy_threshold: int = Field(default=2, ge=1)
-    unhealthy_threshold: int = Field(default=3, ge=1)
-    expected_status: StatusList = ["2xx"]
-
-    @field_validator("path")
-    @classmethod
-    def _starts_with_slash(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"a path starts with '/', got {value!r}")
-        return value
-
-    @field_validator("interval", "timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be longer than 0s")
-        return value
-
-
-class RetryBudget(Model):
-    """Finagle's defaults, scaled down: 20% over 10s with a floor of 3 retries a second."""
-
-    ratio: Ratio = 0.2
-    window: Duration = 10.0
-    min_per_second: Number = Field(default=3.0, ge=0)
 
 
 class Upstream(Model):
@@ -233,7 +127,7 @@ class Match(Model):
     @classmethod
     def _method_tokens(cls, value: list[str]) -> list[str]:
         for method in value:
-            if not _TOKEN.match(method):
+            if not TOKEN.match(method):
                 raise ValueError(f"{method!r} is not an HTTP method")
         return [method.upper() for method in value]
 
@@ -246,7 +140,7 @@ class Match(Model):
     @classmethod
     def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            _header_name(name)
+            header_name(name)
         return value
 
     @model_validator(mode="after")
@@ -319,7 +213,7 @@ class RouteCache(Model):
     @field_validator("vary_headers")
     @classmethod
     def _header_names(cls, value: list[str]) -> list[str]:
-        return [_header_name(name).lower() for name in value]
+        return [header_name(name).lower() for name in value]
 
 
 class Route(Model):

@@ -110,10 +110,17 @@ class ProxyHandler:
         query: str,
     ) -> web.StreamResponse:
         """A route with a cache: a fresh hit, or one upstream call shared by concurrent
-        misses, or the chain as usual."""
+        misses, or the chain as usual. The key is computed here, once per request."""
+        key = cache_key(
+            request.method,
+            request.headers.get("Host", ""),
+            path,
+            query,
+            request.headers,
+            rules.policy,
+        )
         if request.method not in rules.policy.methods or request.body_exists:
-            return await self._proxy(request, runtime, route, path, query)
-        key = self._key(request, rules, path, query)
+            return await self._proxy(request, runtime, route, path, query, key)
         if rules.fresh_for > 0 and (hit := self.store.get(key, rules.fresh_for)) is not None:
             return fresh_hit(request, runtime, *hit, self._route_health(route))
         leader = self._fetching.get(key)
@@ -121,7 +128,7 @@ class ProxyHandler:
             return await self._follow(request, runtime, route, path, query, key, leader)
         self._fetching[key] = asyncio.get_running_loop().create_future()
         try:
-            return await self._proxy(request, runtime, route, path, query)
+            return await self._proxy(request, runtime, route, path, query, key)
         finally:
             self._fetching.pop(key).set_result(None)
 
@@ -142,14 +149,22 @@ class ProxyHandler:
             await asyncio.wait_for(asyncio.shield(leader), route.deadline)
         hit = self.store.get(key, max_age=self.store.now() - arrived)
         if hit is None:
-            return await self._proxy(request, runtime, route, path, query)
+            return await self._proxy(request, runtime, route, path, query, key)
         response = fresh_hit(request, runtime, *hit, self._route_health(route))
         response.headers["Cache-Status"] = "failover-proxy; fwd=uri-miss; collapsed"
         return response
 
     async def _proxy(
-        self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
+        self,
+        request: web.BaseRequest,
+        runtime: Runtime,
+        route: RouteRuntime,
+        path: str,
+        query: str,
+        key: str | None = None,
     ) -> web.StreamResponse:
+        """The chain: upstreams in order, then what is left. ``key``: the request's cache
+        key on a route with a cache, for keeping the answer or finding a stale one."""
         body, streamed = await self._read_body(request, runtime, route)
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + route.deadline  # a slow upload is bounded by its own timeout
@@ -202,8 +217,8 @@ class ProxyHandler:
                         outcome.response.close()
                     raise streamed.error  # the client's fault, not the upstream's
             if isinstance(outcome, Answer):
-                if route.cache is not None and outcome.complete:
-                    self._keep(request, runtime, route, route.cache, path, query, outcome)
+                if route.cache is not None and key is not None and outcome.complete:
+                    self._keep(request, runtime, route, route.cache, key, outcome)
                 response, ending = await relay(request, runtime, plan, upstream, outcome)
                 if ending is Ending.CLIENT_GONE:
                     guard.abandon(ticket)
@@ -222,8 +237,7 @@ class ProxyHandler:
                 body_replayable=streamed is None or not streamed.started,
             )
         stale = None
-        if route.cache is not None:
-            key = self._key(request, route.cache, path, query)
+        if route.cache is not None and key is not None:
             stale = self.store.get(key, route.cache.stale_for)
         return when_all_failed(request, runtime, route, plan, last_error, stale)
 
@@ -233,19 +247,13 @@ class ProxyHandler:
         guard = self._guards[route.upstreams[0]]
         return Health.DEGRADED if guard.skipping() else Health.HEALTHY
 
-    @staticmethod
-    def _key(request: web.BaseRequest, rules: RouteCacheRules, path: str, query: str) -> str:
-        host = request.headers.get("Host", "")
-        return cache_key(request.method, host, path, query, request.headers, rules.policy)
-
     def _keep(
         self,
         request: web.BaseRequest,
         runtime: Runtime,
         route: RouteRuntime,
         rules: RouteCacheRules,
-        path: str,
-        query: str,
+        key: str,
         answer: Answer,
     ) -> None:
         """Store a complete, validated answer as the route's last known good one."""
@@ -265,7 +273,7 @@ class ProxyHandler:
         headers = runtime.forwarding.downstream_response(response.headers, request.version)
         stored_at = self.store.now()
         entry = Entry(route.name, response.status, response.reason, tuple(headers), body, stored_at)
-        self.store.put(self._key(request, rules, path, query), entry)
+        self.store.put(key, entry)
 
 
 def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:

@@ -96,6 +96,7 @@ class ProxyApp:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.handler.close()
         for client in self.clients.values():
             await client.close()
         self.clients.clear()

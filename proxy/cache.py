@@ -9,6 +9,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from proxy.freshness import NO_LIMITS, UpstreamLimits
+
 _OVERHEAD = 256  # bytes counted per entry for its key, headers and bookkeeping
 
 
@@ -19,7 +21,8 @@ class Entry:
     reason: str | None
     headers: tuple[tuple[str, str], ...]
     body: bytes
-    stored_at: float
+    stored_at: float  # on the store's clock, minus the age the answer arrived with
+    limits: UpstreamLimits = NO_LIMITS  # what the upstream's Cache-Control allows
 
     @property
     def size(self) -> int:
@@ -51,16 +54,13 @@ class Store:
             self.evictions += 1
         return True
 
-    def get(self, key: str, max_age: float) -> tuple[Entry, float] | None:
-        """The entry and its age, if it is no older than ``max_age`` seconds."""
+    def get(self, key: str) -> tuple[Entry, float] | None:
+        """The entry and its age; the caller decides whether it is young enough."""
         entry = self._entries.get(key)
         if entry is None:
             return None
-        age = self._clock() - entry.stored_at
-        if age > max_age:
-            return None
         self._entries.move_to_end(key)
-        return entry, age
+        return entry, self._clock() - entry.stored_at
 
     def remove(self, key: str) -> None:
         old = self._entries.pop(key, None)

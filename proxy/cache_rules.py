@@ -1,4 +1,5 @@
-"""Which answers may be kept as "last known good", and under which key.
+"""Which answers may be kept as "last known good", under which key, and when a kept
+answer may be served.
 
 Each storage rule is numbered, cites RFC 9111 (HTTP Caching) and DESIGN.md section
 13 rule 3, and is one expression. Rules that a route may relax say so. Only complete,
@@ -9,7 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
+
+from proxy.freshness import directives
+
+if TYPE_CHECKING:
+    from proxy.cache import Entry
 
 CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 404, 410})
 
@@ -23,11 +31,6 @@ class CachePolicy:
     allow_authorization: bool  # the route opted in; Authorization/Cookie then join the key
 
 
-def _directives(headers: Mapping[str, str]) -> set[str]:
-    value = headers.get("Cache-Control", "")
-    return {part.split("=", 1)[0].strip().lower() for part in value.split(",") if part.strip()}
-
-
 def not_storable(
     method: str,
     status: int,
@@ -36,7 +39,7 @@ def not_storable(
     policy: CachePolicy,
 ) -> str | None:
     """Why this answer must not be stored, or None when it may be."""
-    directives = _directives(response_headers)
+    cache_control = directives(response_headers)
     # 1. RFC 9111 3: "the request method is understood by the cache" - and the route
     #    says which methods it keeps (GET, HEAD by default).
     if method not in policy.methods:
@@ -45,10 +48,10 @@ def not_storable(
     if status not in policy.statuses:
         return f"status {status} is not cached"
     # 3. RFC 9111 5.2.2.5: "no-store ... a cache MUST NOT store any part of" the response.
-    if "no-store" in directives:
+    if "no-store" in cache_control:
         return "Cache-Control: no-store"
     # 4. RFC 9111 5.2.2.7: "private ... a shared cache MUST NOT store the response".
-    if "private" in directives:
+    if "private" in cache_control:
         return "Cache-Control: private"
     # 5. RFC 9111 3.5: "a shared cache MUST NOT use a cached response to a request with an
     #    Authorization header field" unless allowed; Cookie is the same risk.
@@ -92,3 +95,31 @@ def cache_key(
     for name in names:
         parts.append(f"{name}={request_headers.get(name, '')}")
     return "\n".join(parts)
+
+
+class Use(Enum):
+    """What a stored answer may do for a request that finds it."""
+
+    FRESH = "fresh"  # serve it; no upstream is asked
+    REVALIDATE = "revalidate"  # serve it, and refresh it in the background
+    NONE = "none"  # ask the upstreams
+
+
+def use_on_arrival(
+    entry: Entry, age: float, fresh_for: float, stale_while_revalidate: float
+) -> Use:
+    """Before any upstream is asked: the route's windows, narrowed by the upstream's own
+    limits (RFC 9111 4.2, RFC 5861 3)."""
+    fresh = min(fresh_for, entry.limits.fresh)
+    if age <= fresh and fresh > 0:
+        return Use.FRESH
+    if stale_while_revalidate > 0 and age <= min(
+        fresh + stale_while_revalidate, entry.limits.revalidating
+    ):
+        return Use.REVALIDATE
+    return Use.NONE
+
+
+def may_serve_stale(entry: Entry, age: float, stale_for: float) -> bool:
+    """After every upstream failed (RFC 9111 4.2.4: unless the upstream forbade it)."""
+    return age <= min(stale_for, entry.limits.stale)

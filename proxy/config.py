@@ -201,6 +201,8 @@ class Validate(Model):
 class RouteCache(Model):
     stale_for: Duration  # how long a stored answer may be served when every upstream fails
     fresh_for: Duration = 0.0  # how long it may be served without asking an upstream at all
+    stale_while_revalidate: Duration = 0.0  # past fresh_for: served while refreshed behind
+    honour_cache_control: bool = True  # the upstream's Cache-Control may narrow the above
     vary_headers: list[str] = []
     ignore_params: list[str] = []
     methods: list[str] = ["GET", "HEAD"]

@@ -15,24 +15,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.attempt import Answer, ErrorAnswer, Failed, attempt
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
 from proxy.cache import Entry, Store
-from proxy.cache_rules import cache_key, not_storable
+from proxy.cache_rules import Use, cache_key, may_serve_stale, not_storable, use_on_arrival
 from proxy.errors import Failure
+from proxy.exchange import Exchange
 from proxy.fallback import FailoverPlan, Health
-from proxy.guard import UpstreamGuard
+from proxy.freshness import NO_LIMITS, initial_age, upstream_limits
+from proxy.guard import Ticket, UpstreamGuard
 from proxy.payloads import proxy_error
 from proxy.relay import Ending, fresh_hit, mark_own, own_answer, relay, when_all_failed
 from proxy.routing import BadTarget, normalise_target
 from proxy.runtime import RouteCacheRules, RouteRuntime, Runtime
 from proxy.upstream import UpstreamClient
 
+log = logging.getLogger("failover_proxy")
+
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# RFC 9211 Cache-Status values for answers served from the store
+_HIT = "failover-proxy; hit"
+_REVALIDATING = "failover-proxy; hit; stale; detail=revalidating"
+_COLLAPSED = "failover-proxy; fwd=uri-miss; collapsed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Chosen:
+    """The upstream answer the chain settled on, and the call to report when it ends."""
+
+    upstream: str
+    guard: UpstreamGuard
+    ticket: Ticket
+    answer: Answer
 
 
 class ProxyHandler:
@@ -53,7 +75,9 @@ class ProxyHandler:
         self._clients = clients
         self._guards = guards
         self.store = store
-        self._fetching: dict[str, asyncio.Future[None]] = {}  # cache key -> the leader's fetch
+        # cache key -> the one upstream call in flight for it; resolves to what it stored
+        self._fetching: dict[str, asyncio.Future[Entry | None]] = {}
+        self._refreshing: set[asyncio.Task[None]] = set()
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
@@ -67,16 +91,24 @@ class ProxyHandler:
         route = runtime.router.find(request.method, path, headers.get("Host", ""), headers)
         if route is None:
             return own_answer(runtime, proxy_error(404, "no route matches this request"))
+        exchange = Exchange.of(request, runtime, route, path, query)
         try:
-            if route.cache is None:
-                return await self._proxy(request, runtime, route, path, query)
-            return await self._cached(request, runtime, route, route.cache, path, query)
+            rules = route.cache
+            if rules is None or request.method not in rules.policy.methods or request.body_exists:
+                return await self._proxy(exchange)
+            return await self._cached(exchange, rules)
         except ClientBodyError as exc:
             return own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
 
     def mark_own_answer(self, response: web.StreamResponse) -> None:
         """Our headers on an answer aiohttp made itself (a request it could not parse)."""
         mark_own(self.runtime, response)
+
+    async def close(self) -> None:
+        """Stop background refreshes (at shutdown)."""
+        for task in list(self._refreshing):
+            task.cancel()
+        await asyncio.gather(*self._refreshing, return_exceptions=True)
 
     async def _read_body(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime
@@ -100,78 +132,100 @@ class ProxyHandler:
         )
         return None, streamed
 
-    async def _cached(
-        self,
-        request: web.BaseRequest,
-        runtime: Runtime,
-        route: RouteRuntime,
-        rules: RouteCacheRules,
-        path: str,
-        query: str,
-    ) -> web.StreamResponse:
-        """A route with a cache: a fresh hit, or one upstream call shared by concurrent
-        misses, or the chain as usual. The key is computed here, once per request."""
-        key = cache_key(
-            request.method,
-            request.headers.get("Host", ""),
-            path,
-            query,
-            request.headers,
+    async def _cached(self, exchange: Exchange, rules: RouteCacheRules) -> web.StreamResponse:
+        """A cacheable request on a route with a cache: a fresh hit, a stale one refreshed
+        behind, one upstream call shared by concurrent misses, or the chain as usual."""
+        assert exchange.request is not None
+        request, runtime, route = exchange.request, exchange.runtime, exchange.route
+        exchange.key = key = cache_key(
+            exchange.method,
+            exchange.headers.get("Host", ""),
+            exchange.path,
+            exchange.query,
+            exchange.headers,
             rules.policy,
         )
-        if request.method not in rules.policy.methods or request.body_exists:
-            return await self._proxy(request, runtime, route, path, query, key)
-        if rules.fresh_for > 0 and (hit := self.store.get(key, rules.fresh_for)) is not None:
-            return fresh_hit(request, runtime, *hit, self._route_health(route))
+        found = self.store.get(key)
+        if found is not None:
+            entry, age = found
+            use = use_on_arrival(entry, age, rules.fresh_for, rules.stale_while_revalidate)
+            if use is not Use.NONE:
+                if use is Use.REVALIDATE:
+                    self._refresh_behind(exchange)
+                return fresh_hit(
+                    request,
+                    runtime,
+                    entry,
+                    age,
+                    self._route_health(route),
+                    _REVALIDATING if use is Use.REVALIDATE else _HIT,
+                )
+            exchange.forwarded_because = "stale"
         leader = self._fetching.get(key)
         if leader is not None:
-            return await self._follow(request, runtime, route, path, query, key, leader)
+            return await self._follow(exchange, leader)
         self._fetching[key] = asyncio.get_running_loop().create_future()
         try:
-            return await self._proxy(request, runtime, route, path, query, key)
+            return await self._proxy(exchange)
         finally:
-            self._fetching.pop(key).set_result(None)
+            self._fetching.pop(key).set_result(exchange.stored)
 
     async def _follow(
-        self,
-        request: web.BaseRequest,
-        runtime: Runtime,
-        route: RouteRuntime,
-        path: str,
-        query: str,
-        key: str,
-        leader: asyncio.Future[None],
+        self, exchange: Exchange, leader: asyncio.Future[Entry | None]
     ) -> web.StreamResponse:
         """Concurrent misses for one key wait for the leader's upstream call (bounded by
         the deadline) and share what it stored; if it stored nothing, they go themselves."""
-        arrived = self.store.now()
+        assert exchange.request is not None
+        stored: Entry | None = None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(leader), route.deadline)
-        hit = self.store.get(key, max_age=self.store.now() - arrived)
-        if hit is None:
-            return await self._proxy(request, runtime, route, path, query, key)
-        response = fresh_hit(request, runtime, *hit, self._route_health(route))
-        response.headers["Cache-Status"] = "failover-proxy; fwd=uri-miss; collapsed"
-        return response
+            stored = await asyncio.wait_for(asyncio.shield(leader), exchange.route.deadline)
+        if stored is None:
+            return await self._proxy(exchange)
+        age = self.store.now() - stored.stored_at
+        health = self._route_health(exchange.route)
+        return fresh_hit(exchange.request, exchange.runtime, stored, age, health, _COLLAPSED)
 
-    async def _proxy(
-        self,
-        request: web.BaseRequest,
-        runtime: Runtime,
-        route: RouteRuntime,
-        path: str,
-        query: str,
-        key: str | None = None,
-    ) -> web.StreamResponse:
-        """The chain: upstreams in order, then what is left. ``key``: the request's cache
-        key on a route with a cache, for keeping the answer or finding a stale one."""
+    async def _proxy(self, exchange: Exchange) -> web.StreamResponse:
+        """The chain for a client: upstreams in order, then what is left."""
+        request = exchange.request
+        assert request is not None
+        runtime, route = exchange.runtime, exchange.route
         body, streamed = await self._read_body(request, runtime, route)
+        plan, chosen, last_error = await self._walk(exchange, body, streamed)
+        if chosen is not None:
+            answer = chosen.answer
+            cache_status = None
+            if exchange.key is not None:
+                stored = self._keep(exchange, answer)
+                cache_status = (
+                    f"failover-proxy; fwd={exchange.forwarded_because}; "
+                    f"fwd-status={answer.response.status}{'; stored' if stored else ''}"
+                )
+            response, ending = await relay(
+                request, runtime, plan, chosen.upstream, answer, cache_status
+            )
+            if ending is Ending.CLIENT_GONE:
+                chosen.guard.abandon(chosen.ticket)
+            else:
+                chosen.guard.finish(chosen.ticket, None if ending is Ending.COMPLETE else ending)
+            return response
+        stale = None
+        if exchange.key is not None and route.cache is not None:
+            found = self.store.get(exchange.key)
+            if found is not None and may_serve_stale(*found, route.cache.stale_for):
+                stale = found
+        return when_all_failed(request, runtime, route, plan, last_error, stale)
+
+    async def _walk(
+        self, exchange: Exchange, body: bytes | None, streamed: StreamedBody | None
+    ) -> tuple[FailoverPlan, _Chosen | None, ErrorAnswer | None]:
+        """Try the route's upstreams in the plan's order until one gives a good answer:
+        that answer (its call still open), or None and the last complete error answer."""
+        runtime, route = exchange.runtime, exchange.route
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + route.deadline  # a slow upload is bounded by its own timeout
-        method = request.method
-        may_resend = route.policy.may_resend(method, "Idempotency-Key" in request.headers)
+        may_resend = route.policy.may_resend(exchange.method, "Idempotency-Key" in exchange.headers)
         plan = FailoverPlan(route.upstreams, route.policy, may_resend, deadline_at)
-        client_ip = request.remote
         last_error: ErrorAnswer | None = None
         step = plan.first()
         while (upstream := step.upstream) is not None:
@@ -184,21 +238,22 @@ class ProxyHandler:
                 continue
             client = self._clients[upstream]
             upstream_headers = runtime.forwarding.upstream_request(
-                request.headers,
-                version=request.version,
-                client_ip=client_ip,
+                exchange.headers,
+                version=exchange.version,
+                client_ip=exchange.client_ip,
                 preserve_host=client.settings.preserve_host,
             )
             data: bytes | AsyncIterator[bytes] | None = body
             if streamed is not None:
                 data = streamed.chunks()
-                if request.content_length is not None:
-                    upstream_headers.append(("Content-Length", str(request.content_length)))
+                length = exchange.request.content_length if exchange.request else None
+                if length is not None:
+                    upstream_headers.append(("Content-Length", str(length)))
             try:
                 outcome = await attempt(
                     client,
-                    method,
-                    client.url(path, query),
+                    exchange.method,
+                    client.url(exchange.path, exchange.query),
                     upstream_headers,
                     data,
                     deadline_at=deadline_at,
@@ -217,14 +272,7 @@ class ProxyHandler:
                         outcome.response.close()
                     raise streamed.error  # the client's fault, not the upstream's
             if isinstance(outcome, Answer):
-                if route.cache is not None and key is not None and outcome.complete:
-                    self._keep(request, runtime, route, route.cache, key, outcome)
-                response, ending = await relay(request, runtime, plan, upstream, outcome)
-                if ending is Ending.CLIENT_GONE:
-                    guard.abandon(ticket)
-                else:
-                    guard.finish(ticket, None if ending is Ending.COMPLETE else ending)
-                return response
+                return plan, _Chosen(upstream, guard, ticket, outcome), last_error
             guard.finish(
                 ticket, outcome.failure, status=outcome.status, retry_after=outcome.retry_after
             )
@@ -236,10 +284,36 @@ class ProxyHandler:
                 retry_after=outcome.retry_after,
                 body_replayable=streamed is None or not streamed.started,
             )
-        stale = None
-        if route.cache is not None and key is not None:
-            stale = self.store.get(key, route.cache.stale_for)
-        return when_all_failed(request, runtime, route, plan, last_error, stale)
+        return plan, None, last_error
+
+    def _refresh_behind(self, exchange: Exchange) -> None:
+        """Stale-while-revalidate: one background call refreshes the entry (unless a call
+        for the key is in flight already); the client has its answer meanwhile."""
+        key = exchange.key
+        if key is None or key in self._fetching:
+            return
+        self._fetching[key] = asyncio.get_running_loop().create_future()
+        behind = dataclasses.replace(exchange, request=None, headers=CIMultiDict(exchange.headers))
+        task = asyncio.create_task(self._refresh(behind, key), name=f"refresh {key!r}")
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
+
+    async def _refresh(self, exchange: Exchange, key: str) -> None:
+        try:
+            _, chosen, _ = await self._walk(exchange, None, None)
+            if chosen is not None:
+                answer = chosen.answer
+                self._keep(exchange, answer)
+                if answer.complete:
+                    answer.response.release()
+                    chosen.guard.finish(chosen.ticket, None)
+                else:  # too large to hold: it could not be stored anyway
+                    answer.response.close()
+                    chosen.guard.abandon(chosen.ticket)
+        except Exception:
+            log.exception("background refresh of %s %s failed", exchange.method, exchange.path)
+        finally:
+            self._fetching.pop(key).set_result(exchange.stored)
 
     def _route_health(self, route: RouteRuntime) -> Health:
         """DESIGN.md 2: a fresh hit is healthy while the first upstream would be tried,
@@ -247,33 +321,51 @@ class ProxyHandler:
         guard = self._guards[route.upstreams[0]]
         return Health.DEGRADED if guard.skipping() else Health.HEALTHY
 
-    def _keep(
-        self,
-        request: web.BaseRequest,
-        runtime: Runtime,
-        route: RouteRuntime,
-        rules: RouteCacheRules,
-        key: str,
-        answer: Answer,
-    ) -> None:
-        """Store a complete, validated answer as the route's last known good one."""
+    def _keep(self, exchange: Exchange, answer: Answer) -> bool:
+        """Store a complete, validated answer as the route's last known good one. A good
+        answer that may not be stored drops the key's older entry: it is outdated now."""
+        key = exchange.key
+        assert key is not None
+        entry = self._entry_for(exchange, answer) if answer.complete else None
+        if entry is not None and self.store.put(key, entry):
+            exchange.stored = entry
+            return True
+        self.store.remove(key)
+        return False
+
+    def _entry_for(self, exchange: Exchange, answer: Answer) -> Entry | None:
+        rules = exchange.route.cache
+        assert rules is not None
         response = answer.response
+        method = exchange.method
         reason = not_storable(
-            request.method, response.status, request.headers, response.headers, rules.policy
+            method, response.status, exchange.headers, response.headers, rules.policy
         )
         body = b"".join(answer.chunks)
         close_delimited = (
             response.content_length is None
             and response.headers.get("Transfer-Encoding", "").lower() != "chunked"
-            and request.method != "HEAD"
+            and method != "HEAD"
             and response.status not in (204, 304)
         )
         if reason is not None or close_delimited or len(body) > rules.max_entry_size:
-            return
-        headers = runtime.forwarding.downstream_response(response.headers, request.version)
-        stored_at = self.store.now()
-        entry = Entry(route.name, response.status, response.reason, tuple(headers), body, stored_at)
-        self.store.put(key, entry)
+            return None
+        limits = upstream_limits(response.headers) if rules.honour_cache_control else NO_LIMITS
+        if limits.fresh <= 0 and limits.stale <= 0:
+            return None  # the upstream forbids every use we could make of it
+        headers = exchange.runtime.forwarding.downstream_response(
+            response.headers, exchange.version
+        )
+        stored_at = self.store.now() - initial_age(response.headers)
+        return Entry(
+            exchange.route.name,
+            response.status,
+            response.reason,
+            tuple(headers),
+            body,
+            stored_at,
+            limits,
+        )
 
 
 def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:

@@ -36,12 +36,17 @@ def cached_response(request: web.BaseRequest, entry: Entry, age: float) -> web.R
 
 
 def fresh_hit(
-    request: web.BaseRequest, runtime: Runtime, entry: Entry, age: float, health: Health
+    request: web.BaseRequest,
+    runtime: Runtime,
+    entry: Entry,
+    age: float,
+    health: Health,
+    cache_status: str,
 ) -> web.Response:
-    """A stored answer still within ``fresh_for``: served without asking an upstream."""
+    """A stored answer served without asking an upstream (fresh, or refreshed behind)."""
     response = cached_response(request, entry, age)
     names = runtime.header_names
-    response.headers["Cache-Status"] = "failover-proxy; hit"
+    response.headers["Cache-Status"] = cache_status
     response.headers[names.source] = Source.CACHE
     response.headers[names.health] = health
     return response
@@ -95,6 +100,7 @@ async def relay(
     plan: FailoverPlan,
     upstream: str,
     answer: Answer,
+    cache_status: str | None = None,
 ) -> tuple[web.StreamResponse, Ending | Failure]:
     """The answer relayed, and how the exchange ended (a failure while streaming)."""
     upstream_response = answer.response
@@ -104,6 +110,8 @@ async def relay(
     headers.append((names.health, plan.health_of(upstream)))
     if plan.hops:
         headers.append((names.proxy_status, proxy_status(plan.hops)))
+    if cache_status is not None:
+        headers.append(("Cache-Status", cache_status))
     status = upstream_response.status
     if answer.complete:
         upstream_response.release()

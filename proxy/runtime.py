@@ -61,6 +61,8 @@ class RouteCacheRules:
     policy: CachePolicy
     stale_for: float
     fresh_for: float
+    stale_while_revalidate: float
+    honour_cache_control: bool
     max_entry_size: int
 
 
@@ -187,7 +189,14 @@ def _cache_rules(cache: config.RouteCache) -> RouteCacheRules:
         ignore_params=frozenset(cache.ignore_params),
         allow_authorization=cache.allow_authorization,
     )
-    return RouteCacheRules(policy, cache.stale_for, cache.fresh_for, cache.max_entry_size)
+    return RouteCacheRules(
+        policy,
+        stale_for=cache.stale_for,
+        fresh_for=cache.fresh_for,
+        stale_while_revalidate=cache.stale_while_revalidate,
+        honour_cache_control=cache.honour_cache_control,
+        max_entry_size=cache.max_entry_size,
+    )
 
 
 def _validator(rules: config.Validate) -> Validator:

@@ -20,11 +20,11 @@ def test_the_store_evicts_least_recently_used_within_its_byte_bound():
     store = Store(max_bytes=3000, max_entries=100, clock=FakeClock())
     for key in "abc":
         assert store.put(key, entry(b"x" * 700))
-    assert store.get("a", 10) is not None  # a is now the most recent
+    assert store.get("a") is not None  # a is now the most recent
     store.put("d", entry(b"x" * 700))
     assert store.bytes <= 3000
-    assert store.get("b", 10) is None
-    assert store.get("a", 10) is not None
+    assert store.get("b") is None
+    assert store.get("a") is not None
     assert store.evictions == 1
 
 

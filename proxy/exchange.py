@@ -1,0 +1,46 @@
+"""One request on its way through the failover chain: what the handler reads once and
+every later step needs, so it is not handed from method to method piece by piece."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.cache import Entry
+from proxy.runtime import RouteRuntime, Runtime
+
+
+@dataclass(slots=True)
+class Exchange:
+    """``request`` is None for a background refresh, which has no client to answer."""
+
+    request: web.BaseRequest | None
+    runtime: Runtime  # the snapshot the request started with (a reload does not change it)
+    route: RouteRuntime
+    method: str
+    headers: Mapping[str, str]
+    version: tuple[int, int]
+    client_ip: str | None
+    path: str
+    query: str
+    key: str | None = None  # the cache key, on a route with a cache and a cacheable method
+    forwarded_because: str = "uri-miss"  # RFC 9211 ``fwd``: why the cache asked upstream
+    stored: Entry | None = None  # what this exchange kept in the cache
+
+    @classmethod
+    def of(
+        cls, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
+    ) -> Exchange:
+        return cls(
+            request,
+            runtime,
+            route,
+            request.method,
+            request.headers,
+            request.version,
+            request.remote,
+            path,
+            query,
+        )

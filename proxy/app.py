@@ -16,6 +16,8 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.cache import Store
+from proxy.cache_file import CacheFile, CacheFileError
+from proxy.cache_writer import CacheWriter
 from proxy.checks import HealthChecker
 from proxy.config import Config
 from proxy.events import EventLog
@@ -49,6 +51,15 @@ class ProxyApp:
         store = Store(
             max_bytes=config.cache.max_size, max_entries=config.cache.max_entries, clock=clock
         )
+        self.cache_writer: CacheWriter | None = None
+        if config.cache.path is not None:
+            self.cache_writer = CacheWriter(
+                CacheFile(base / config.cache.path),
+                store,
+                interval=config.cache.flush_interval,
+                clock=clock,
+                wall_clock=wall_clock,
+            )
         self.handler = ProxyHandler(runtime, self.clients, self.guards, store)
         self._runner: web.ServerRunner | None = None
         self._checks: list[asyncio.Task[None]] = []
@@ -57,6 +68,7 @@ class ProxyApp:
     async def start(self) -> None:
         require_strict_parser()
         runtime = self.handler.runtime
+        await self._load_cache()
         for name, settings in runtime.upstreams.items():
             self.clients[name] = UpstreamClient(settings)
             if settings.health_check is not None:
@@ -88,6 +100,29 @@ class ProxyApp:
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info("listening on %s:%s (event loop: %s)", config.listen.host, self.port, loop_name)
 
+    async def _load_cache(self) -> None:
+        """The last good answers a previous run kept on disk. A file that cannot be used
+        is logged and the proxy starts with an empty cache: never a reason not to start."""
+        writer = self.cache_writer
+        if writer is None:
+            return
+        routes = {route.name: route.cache for route in self.handler.runtime.routes}
+
+        def usable(route: str, age: float) -> bool:
+            rules = routes.get(route)
+            return rules is not None and age <= max(
+                rules.stale_for, rules.fresh_for + rules.stale_while_revalidate
+            )
+
+        try:
+            loaded = await writer.load(usable)
+        except CacheFileError as exc:
+            log.error("%s: the cache is kept in memory only", exc)
+            self.cache_writer = None
+            return
+        log.info("cache: %d answers loaded from %s", loaded, writer.file.path)
+        writer.start()
+
     async def stop(self) -> None:
         for task in self._checks:
             task.cancel()
@@ -97,6 +132,8 @@ class ProxyApp:
             await self._runner.cleanup()
             self._runner = None
         await self.handler.close()
+        if self.cache_writer is not None:
+            await self.cache_writer.close()
         for client in self.clients.values():
             await client.close()
         self.clients.clear()

@@ -37,6 +37,9 @@ class Store:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self.bytes = 0
         self.evictions = 0
+        # key -> its new entry, or None when it went: what the disk copy has not seen yet.
+        # Keyed, so a hot key is written once per flush however often it changes.
+        self.journal: dict[str, Entry | None] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -48,10 +51,15 @@ class Store:
         self.remove(key)
         self._entries[key] = entry
         self.bytes += entry.size
+        journal = self.journal
+        if journal is not None:
+            journal[key] = entry
         while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
-            _, evicted = self._entries.popitem(last=False)
+            gone, evicted = self._entries.popitem(last=False)
             self.bytes -= evicted.size
             self.evictions += 1
+            if journal is not None:
+                journal[gone] = None
         return True
 
     def get(self, key: str) -> tuple[Entry, float] | None:
@@ -66,6 +74,12 @@ class Store:
         old = self._entries.pop(key, None)
         if old is not None:
             self.bytes -= old.size
+            if self.journal is not None:
+                self.journal[key] = None
+
+    def items(self) -> list[tuple[str, Entry]]:
+        """Every entry, least recently used first."""
+        return list(self._entries.items())
 
     def purge(self, route: str | None = None) -> int:
         """Drop every entry, or a route's; returns how many went."""

@@ -240,6 +240,15 @@ class Route(Model):
 class CacheLimits(Model):
     max_size: Size = 256 * 1024**2
     max_entries: int = Field(default=100_000, ge=1)
+    path: str | None = None  # kept on disk here (relative to the config file) when set
+    flush_interval: Duration = 1.0  # changes reach the file at most this often
+
+    @field_validator("flush_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
 
 
 class Config(Model):

@@ -142,6 +142,9 @@ def _file_problems(config: Config, base: Path, lines: dict[ConfigPath, int]) -> 
             target = base / route.default.body_file
             if not target.is_file():
                 yield Problem(path, _line_of(path, lines), f"no such file: {target}")
+    if config.cache.path and (base / config.cache.path).is_dir():
+        path = ("cache", "path")
+        yield Problem(path, _line_of(path, lines), f"is a directory: {base / config.cache.path}")
     for name, upstream in config.upstreams.items():
         if upstream.tls.ca_file and not (base / upstream.tls.ca_file).is_file():
             path = ("upstreams", name, "tls", "ca_file")

@@ -181,23 +181,32 @@ async def test_fresh_for_serves_without_asking_an_upstream(http_upstream, start_
     assert upstream.hits == 2
 
 
+@pytest.mark.parametrize("expired", [False, True], ids=["missing", "expired"])
 async def test_concurrent_misses_for_one_key_send_one_upstream_request(
-    http_upstream, start_proxy, client
+    expired, http_upstream, start_proxy, client
 ):
     calls = 0
+    delay = 0.0
 
     async def slow(request: web.Request) -> web.Response:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(1.0)  # long enough for all 200 to arrive while it is in flight
+        await asyncio.sleep(delay)
         return web.json_response({"call": calls})
 
+    clock = FakeClock()
     upstream = await http_upstream(slow)
     config = {
         "upstreams": {"primary": {"url": upstream.url, "max_connections": 300}},
-        "routes": [route(upstreams=("primary",), cache={"stale_for": "1h"})],
+        "routes": [route(upstreams=("primary",), cache={"stale_for": "1h", "fresh_for": "10s"})],
     }
-    proxy = await start_proxy(config)
+    proxy = await start_proxy(config, clock=clock)
+    if expired:  # a stored answer, past fresh_for: every request must go upstream
+        async with client.get(proxy + "/hot"):
+            pass
+        clock.now += 11
+    before = calls
+    delay = 1.0  # long enough for all 200 to arrive while the one call is in flight
 
     async def one(session: aiohttp.ClientSession) -> tuple[int, dict, str]:
         async with session.get(proxy + "/hot") as response:
@@ -205,7 +214,7 @@ async def test_concurrent_misses_for_one_key_send_one_upstream_request(
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         results = await asyncio.gather(*(one(session) for _ in range(200)))
-    assert calls == 1
+    assert calls == before + 1
     assert {status for status, _, _ in results} == {200}
-    assert {body["call"] for _, body, _ in results} == {1}
+    assert {body["call"] for _, body, _ in results} == {calls}  # the new answer, for all
     assert sorted({source for _, _, source in results}) == ["cache", "primary"]

@@ -3,12 +3,13 @@
     python bench/run.py [--duration 10] [--quick] [--json OUT] [--check]
 
 For each target (direct to the upstream, failover-proxy, failover-proxy with its first
-upstream's circuit open, ``bare_proxy.py``, nginx as a reverse proxy) it runs three
-bounded load runs with wrk (or, without wrk, the clearly labelled Python fallback
-``loadgen.py``): the ~100-byte ``/small`` at -c 50 (how much a core can push) and at
--c 1 (what one request pays), and the 1 MiB ``/big`` at -c 4 (bytes per second; not for
-the open-breaker target, which is about the per-request path). See bench/README.md for
-how to read the output.
+upstream's circuit open, failover-proxy answering from its stale cache with its only
+upstream down, failover-proxy answering ``fresh_for`` hits, ``bare_proxy.py``, nginx as
+a reverse proxy) it runs three bounded load runs with wrk (or, without wrk, the clearly
+labelled Python fallback ``loadgen.py``): the ~100-byte ``/small`` at -c 50 (how much a
+core can push) and at -c 1 (what one request pays), and the 1 MiB ``/big`` at -c 4
+(bytes per second; not for the open-breaker and cache targets, which are about the
+per-request path). See bench/README.md for how to read the output.
 
 Where things run, with 2+ CPUs (the machine this was written for has 2):
 
@@ -45,9 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import cache_targets
 import evloop
 import payloads
 import targets
+from cache_report import PROXY_FRESH, PROXY_STALE, CacheReport, render
 from measure import LoadError, LoadResult, run_load, wrk_available, wrk_version
 from procs import HOST, Children, StartError, affinity, free_ports
 from report import (
@@ -56,14 +59,15 @@ from report import (
     NGINX,
     PROXY,
     PROXY_OPEN,
-    Report,
     Scenario,
     TargetResult,
-    render,
 )
 
-# failover-proxy-open right after failover-proxy: their ratio compares neighbours in time.
-TARGETS = (DIRECT, PROXY, PROXY_OPEN, BARE, NGINX)
+# failover-proxy-open right after failover-proxy and the cache targets on either side of
+# that pair: every ratio to failover-proxy compares targets close together in time.
+TARGETS = (DIRECT, PROXY_STALE, PROXY, PROXY_OPEN, PROXY_FRESH, BARE, NGINX)
+# About the per-request path: no 1 MiB run.
+PER_REQUEST = (PROXY_OPEN, PROXY_STALE, PROXY_FRESH)
 
 
 @dataclass(frozen=True)
@@ -79,14 +83,16 @@ class Context:
     children: Children
     cpus: CpuPlan
     loadgen: str  # "wrk" or "python"
+    upstream_kind: str  # "nginx" or "aiohttp"
     upstream_port: int
     refused_port: int  # nothing listens here: failover-proxy-open's first upstream
+    stale_upstream_port: int  # failover-proxy-stale's upstream: up to warm its cache, then down
     ports: dict[str, int]
     scenarios: list[Scenario]
 
     def scenarios_of(self, name: str) -> list[Scenario]:
-        """The open-breaker target is about the per-request path: no 1 MiB run."""
-        if name == PROXY_OPEN:
+        """The open-breaker and cache targets are about the per-request path: no 1 MiB run."""
+        if name in PER_REQUEST:
             return [s for s in self.scenarios if s.path != payloads.BIG_PATH]
         return self.scenarios
 
@@ -212,9 +218,44 @@ def start_target(ctx: Context, name: str) -> subprocess.Popen[bytes]:
         return targets.start_failover_proxy_open(
             ctx.children, port, up, ctx.refused_port, cpu, ctx.args.proxy_cmd
         )
+    if name == PROXY_STALE:
+        return cache_targets.start_failover_proxy_stale(
+            ctx.children, name, port, ctx.stale_upstream_port, cpu, ctx.args.proxy_cmd
+        )
+    if name == PROXY_FRESH:
+        return cache_targets.start_failover_proxy_fresh(
+            ctx.children, name, port, up, cpu, ctx.args.proxy_cmd
+        )
     if name == NGINX:
         return targets.start_nginx_proxy(ctx.children, port, up, cpu)
     return targets.start_bare_proxy(ctx.children, port, up, cpu)
+
+
+def ready_target(ctx: Context, name: str, proc: subprocess.Popen[bytes], port: int) -> None:
+    """Serving correctly, and on the path the target is meant to measure, before any load."""
+    children, timeout = ctx.children, ctx.args.start_timeout
+    if name == PROXY_OPEN:  # the first requests open the circuit and check it
+        targets.ready_open(children, name, proc, port, timeout)
+    elif name == PROXY_STALE:  # its upstream serves one request and stops
+        cache_targets.ready_stale(
+            children, name, proc, port, ctx.upstream_kind, ctx.stale_upstream_port,
+            ctx.cpus.upstream, timeout,
+        )  # fmt: skip
+    elif name == PROXY_FRESH:  # one request stores the answer
+        cache_targets.ready_fresh(children, name, proc, port, timeout)
+    else:
+        targets.ready(children, name, proc, port, timeout)
+
+
+def still_on_path(ctx: Context, name: str, port: int) -> None:
+    """After the runs: still the path we meant to measure, all along."""
+    timeout, which = ctx.args.start_timeout, "after the runs"
+    if name == PROXY_OPEN:
+        targets.expect_failover(port, "breaker_open", timeout, which)
+    elif name == PROXY_STALE:
+        cache_targets.expect_answer(port, "cache", cache_targets.STALE_HIT, timeout, which)
+    elif name == PROXY_FRESH:
+        cache_targets.expect_answer(port, "cache", cache_targets.FRESH_HIT, timeout, which)
 
 
 def load(ctx: Context, port: int, scenario: Scenario, duration: int) -> LoadResult:
@@ -224,22 +265,19 @@ def load(ctx: Context, port: int, scenario: Scenario, duration: int) -> LoadResu
 
 def measure_target(ctx: Context, result: TargetResult) -> None:
     """One round for one target: start it, warm it up, run every scenario, stop it."""
-    name, proc, timeout = result.name, None, ctx.args.start_timeout
+    name, proc = result.name, None
     try:
         port = ctx.upstream_port
         if name != DIRECT:
             port, proc = ctx.ports[name], start_target(ctx, name)
-            # For failover-proxy-open the first requests open the circuit and check it.
-            check = targets.ready_open if name == PROXY_OPEN else targets.ready
-            check(ctx.children, name, proc, port, timeout)
+            ready_target(ctx, name, proc, port)
             result.affinity = affinity(proc.pid)
         if ctx.args.warmup:
             load(ctx, port, ctx.scenarios[0], ctx.args.warmup)
         for scenario in ctx.scenarios_of(name):
             progress(f"{name}: {scenario.label} for {ctx.args.duration} s")
             result.add(scenario, load(ctx, port, scenario, ctx.args.duration))
-        if name == PROXY_OPEN:  # still the path we meant to measure, all along
-            targets.expect_failover(port, "breaker_open", timeout, "after the runs")
+        still_on_path(ctx, name, port)
     except (StartError, LoadError) as exc:
         result.status, result.error = "failed", str(exc)
         progress(f"{name}: FAILED: {exc}")
@@ -252,16 +290,16 @@ def progress(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
-def benchmark(args: argparse.Namespace, children: Children) -> Report:
+def benchmark(args: argparse.Namespace, children: Children) -> CacheReport:
     cpus = plan_cpus(args.no_pin)
     loadgen = choose(args.loadgen, "wrk", wrk_available(), "python")
     upstream_kind = choose(args.upstream, "nginx", shutil.which("nginx") is not None, "aiohttp")
     summary = describe(args, cpus, loadgen, upstream_kind)
     meta = machine_meta(args, cpus, loadgen, upstream_kind)
-    upstream_port, refused_port, *ports = free_ports(2 + len(TARGETS))
+    upstream_port, refused_port, stale_upstream_port, *ports = free_ports(3 + len(TARGETS))
     ctx = Context(
-        args, children, cpus, loadgen, upstream_port, refused_port,
-        dict(zip(TARGETS, ports, strict=True)), scenarios_for(args),
+        args, children, cpus, loadgen, upstream_kind, upstream_port, refused_port,
+        stale_upstream_port, dict(zip(TARGETS, ports, strict=True)), scenarios_for(args),
     )  # fmt: skip
     progress(f"starting upstream ({upstream_kind}) on port {upstream_port}")
     upstream = targets.start_upstream(children, upstream_kind, upstream_port, cpus.upstream)
@@ -278,10 +316,10 @@ def benchmark(args: argparse.Namespace, children: Children) -> Report:
                 measure_target(ctx, result)
     pinned.update({n: r.affinity for n, r in results.items() if r.affinity})
     meta["affinity"] = pinned
-    return Report(summary, meta, ctx.scenarios, results)
+    return CacheReport(summary, meta, ctx.scenarios, results)
 
 
-def exit_code(report: Report, check: bool) -> int:
+def exit_code(report: CacheReport, check: bool) -> int:
     if any(t.status == "failed" for t in report.targets.values()):
         return 2
     if check and any(passed is False for _, _, passed in report.checks()):

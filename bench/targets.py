@@ -181,7 +181,7 @@ def start_failover_proxy(
     """``command`` is a template with ``{python}`` and ``{config}``, run from the repo root;
     ``wrapper`` goes in front of it (``instructions.py`` puts valgrind there)."""
     conf = failover_proxy_conf(port, upstream_port)
-    return _start_failover(children, "failover-proxy", conf, cpu, command, wrapper)
+    return start_failover(children, "failover-proxy", conf, cpu, command, wrapper)
 
 
 def start_failover_proxy_open(
@@ -194,10 +194,10 @@ def start_failover_proxy_open(
 ) -> Proc:
     """failover-proxy with ``failover_proxy_open_conf``; check it with ``ready_open``."""
     conf = failover_proxy_open_conf(port, upstream_port, refused_port)
-    return _start_failover(children, "failover-proxy-open", conf, cpu, command)
+    return start_failover(children, "failover-proxy-open", conf, cpu, command)
 
 
-def _start_failover(
+def start_failover(
     children: Children,
     name: str,
     conf_text: str,

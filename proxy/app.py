@@ -15,16 +15,21 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy.admin import TOKEN_ENV, AdminApi, admin_token
 from proxy.cache import Store
 from proxy.cache_file import CacheFile, CacheFileError
 from proxy.cache_writer import CacheWriter
 from proxy.checks import HealthChecker
 from proxy.config import Config
+from proxy.drills import Drills
 from proxy.events import EventLog
 from proxy.forward import ProxyHandler
 from proxy.guard import UpstreamGuard
+from proxy.health import ConfigInfo, Observed
+from proxy.ops import Ops
 from proxy.runtime import build_runtime
 from proxy.server import build_server, require_strict_parser
+from proxy.stats import Stats
 from proxy.upstream import UpstreamClient
 
 log = logging.getLogger("failover_proxy")
@@ -40,7 +45,9 @@ class ProxyApp:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        config_file: Path | None = None,
     ) -> None:
+        self.base = base
         self.clients: dict[str, UpstreamClient] = {}
         runtime = build_runtime(config, base)
         events = EventLog(clock)
@@ -60,8 +67,30 @@ class ProxyApp:
                 clock=clock,
                 wall_clock=wall_clock,
             )
-        self.handler = ProxyHandler(runtime, self.clients, self.guards, store)
+        self.stats = Stats(
+            [route.name for route in runtime.routes], runtime.upstreams, clock, wall_clock
+        )
+        self.events = events
+        self.drills = Drills(clock, events)
+        self.handler = ProxyHandler(
+            runtime, self.clients, self.guards, store, self.stats, self.drills
+        )
+        self.observed = Observed(
+            runtime=lambda: self.handler.runtime,
+            stats=self.stats,
+            guards=self.guards,
+            store=store,
+            events=events,
+            drills=self.drills,
+            config=ConfigInfo(str(config_file) if config_file else None, wall_clock()),
+            cache_file=lambda: str(self.cache_writer.file.path) if self.cache_writer else None,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+        self.ops = self.handler.ops = Ops(self.observed)
         self._runner: web.ServerRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self.admin_port: int | None = None
         self._checks: list[asyncio.Task[None]] = []
         self.port: int | None = None
 
@@ -99,6 +128,32 @@ class ProxyApp:
         self.port = sockets[0][1] if sockets else config.listen.port
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info("listening on %s:%s (event loop: %s)", config.listen.host, self.port, loop_name)
+        await self._start_admin(config)
+        self.ops.ready = True
+
+    async def _start_admin(self, config: Config) -> None:
+        """The admin listener, only with a token: without one it does not start."""
+        try:
+            token = admin_token(config.admin.token_file, self.base)
+        except OSError as exc:
+            log.error("admin: cannot read admin.token_file: %s; the admin listener is off", exc)
+            return
+        if token is None:
+            log.warning(
+                "admin: no token (set %s or admin.token_file): the admin listener is off",
+                TOKEN_ENV,
+            )
+            return
+        api = AdminApi(token, self.handler, self.observed, self.drills, self.ops)
+        self._admin_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        await self._admin_runner.setup()
+        site = web.TCPSite(
+            self._admin_runner, config.admin.host, config.admin.port, reuse_address=True
+        )
+        await site.start()
+        addresses = self._admin_runner.addresses
+        self.admin_port = addresses[0][1] if addresses else config.admin.port
+        log.info("admin listener on %s:%s", config.admin.host, self.admin_port)
 
     async def _load_cache(self) -> None:
         """The last good answers a previous run kept on disk. A file that cannot be used
@@ -124,6 +179,7 @@ class ProxyApp:
         writer.start()
 
     async def stop(self) -> None:
+        self.ops.ready = False
         for task in self._checks:
             task.cancel()
         await asyncio.gather(*self._checks, return_exceptions=True)
@@ -132,6 +188,9 @@ class ProxyApp:
             await self._runner.cleanup()
             self._runner = None
         await self.handler.close()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+            self._admin_runner = None
         if self.cache_writer is not None:
             await self.cache_writer.close()
         for client in self.clients.values():
@@ -139,9 +198,9 @@ class ProxyApp:
         self.clients.clear()
 
 
-async def serve(config: Config, base: Path) -> None:
+async def serve(config: Config, base: Path, config_file: Path | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain."""
-    app = ProxyApp(config, base)
+    app = ProxyApp(config, base, config_file=config_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -155,10 +214,10 @@ async def serve(config: Config, base: Path) -> None:
         await app.stop()
 
 
-def run(config: Config, base: Path) -> None:
+def run(config: Config, base: Path, config_file: Path | None = None) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(config, base))
+        asyncio.run(serve(config, base, config_file))
     else:
-        uvloop.run(serve(config, base))
+        uvloop.run(serve(config, base, config_file))

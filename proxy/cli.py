@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from proxy import __version__
+from proxy import __version__, logs
 from proxy.config import Config
 from proxy.loader import ConfigError, load_file
 from proxy.units import format_duration
@@ -61,8 +61,9 @@ def _run(path: str) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    logs.configure(config.logging.level, config.logging.format, config.logging.access_log)
     try:
-        run(config, Path(path).resolve().parent)
+        run(config, Path(path).resolve().parent, Path(path).resolve())
     except StartupError as exc:
         print(f"failover-proxy: {exc}", file=sys.stderr)
         return 1

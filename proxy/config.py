@@ -251,6 +251,43 @@ class CacheLimits(Model):
         return value
 
 
+class Admin(Model):
+    """The operator's side: its own listener, and a few read-only paths on the main one."""
+
+    host: str = "127.0.0.1"  # loopback by default: reach it with kubectl port-forward
+    port: int = Field(default=9901, ge=0, le=65535)
+    token_file: str | None = None  # or FAILOVER_ADMIN_TOKEN; without a token: no listener
+    reserved_prefix: str = "/_failover"  # main listener: livez, readyz, health (never proxied)
+    metrics_on_main: bool = False  # also serve /metrics under reserved_prefix
+
+    @field_validator("reserved_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value) or "/../" in value + "/":
+            raise ValueError("a path such as /_failover: one or more /segments, no trailing /")
+        return value
+
+
+class Logging(Model):
+    level: str = "info"
+    format: str = "json"  # json: one object per line; text: for people at a terminal
+    access_log: bool = True  # one line per request
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value not in ("debug", "info", "warning", "error"):
+            raise ValueError("one of debug, info, warning, error")
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in ("json", "text"):
+            raise ValueError("json or text")
+        return value
+
+
 class Config(Model):
     listen: Listen = Listen()
     headers: HeaderNames = HeaderNames()
@@ -259,6 +296,8 @@ class Config(Model):
     upstreams: dict[Name, Upstream] = Field(min_length=1)
     routes: list[Route] = Field(min_length=1)
     cache: CacheLimits = CacheLimits()
+    admin: Admin = Admin()
+    logging: Logging = Logging()
 
 
 def reference_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:

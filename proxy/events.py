@@ -28,11 +28,17 @@ class Event:
 class EventLog:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[tuple[str, str]] = Counter()  # (upstream, kind)
         self.recent: deque[Event] = deque(maxlen=HISTORY)
 
     def record(self, upstream: str, kind: str, detail: str) -> None:
         event = Event(self._clock(), upstream, kind, detail)
-        self.counts[kind] += 1
+        self.counts[upstream, kind] += 1
         self.recent.append(event)
-        log.warning("upstream %s: %s (%s)", upstream, kind.replace("_", " "), detail)
+        log.warning(
+            "upstream %s: %s (%s)",
+            upstream,
+            kind.replace("_", " "),
+            detail,
+            extra={"fields": {"event": kind, "upstream": upstream, "detail": detail}},
+        )

@@ -4,7 +4,7 @@ every later step needs, so it is not handed from method to method piece by piece
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -28,6 +28,8 @@ class Exchange:
     key: str | None = None  # the cache key, on a route with a cache and a cacheable method
     forwarded_because: str = "uri-miss"  # RFC 9211 ``fwd``: why the cache asked upstream
     stored: Entry | None = None  # what this exchange kept in the cache
+    request_id: str = ""  # the client's X-Request-Id, or one of ours; sent upstream
+    attempts: list[tuple[str, str]] = field(default_factory=list)  # (upstream, outcome)
 
     @classmethod
     def of(

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -27,18 +28,22 @@ from proxy.attempt import Answer, ErrorAnswer, Failed, attempt
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
 from proxy.cache import Entry, Store
 from proxy.cache_rules import Use, cache_key, may_serve_stale, not_storable, use_on_arrival
-from proxy.errors import Failure
+from proxy.drills import Drill, Drills
+from proxy.errors import Failure, classify_status
 from proxy.exchange import Exchange
-from proxy.fallback import FailoverPlan, Health
+from proxy.fallback import FailoverPlan, Health, Source
 from proxy.freshness import NO_LIMITS, initial_age, upstream_limits
 from proxy.guard import Ticket, UpstreamGuard
+from proxy.ops import Ops
 from proxy.payloads import proxy_error
 from proxy.relay import Ending, fresh_hit, mark_own, own_answer, relay, when_all_failed
 from proxy.routing import BadTarget, normalise_target
 from proxy.runtime import RouteCacheRules, RouteRuntime, Runtime
+from proxy.stats import Stats
 from proxy.upstream import UpstreamClient
 
 log = logging.getLogger("failover_proxy")
+access_log = logging.getLogger("failover_proxy.access")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # RFC 9211 Cache-Status values for answers served from the store
@@ -70,11 +75,16 @@ class ProxyHandler:
         clients: dict[str, UpstreamClient],
         guards: dict[str, UpstreamGuard],
         store: Store,
+        stats: Stats,
+        drills: Drills,
     ) -> None:
         self.runtime = runtime
         self._clients = clients
         self._guards = guards
         self.store = store
+        self.stats = stats
+        self.drills = drills
+        self.ops: Ops | None = None  # the read-only operator paths under the reserved prefix
         # cache key -> the one upstream call in flight for it; resolves to what it stored
         self._fetching: dict[str, asyncio.Future[Entry | None]] = {}
         self._refreshing: set[asyncio.Task[None]] = set()
@@ -83,6 +93,9 @@ class ProxyHandler:
         runtime = self.runtime
         if request.method == "CONNECT":
             return own_answer(runtime, proxy_error(405, "CONNECT is not supported"))
+        admin = runtime.config.admin
+        if request.raw_path.startswith(admin.reserved_prefix) and self.ops is not None:
+            return self._operator_path(request, runtime, admin.reserved_prefix)
         try:
             path, query = normalise_target(request.raw_path)
         except BadTarget as exc:
@@ -92,13 +105,65 @@ class ProxyHandler:
         if route is None:
             return own_answer(runtime, proxy_error(404, "no route matches this request"))
         exchange = Exchange.of(request, runtime, route, path, query)
+        exchange.request_id = headers.get("X-Request-Id") or uuid.uuid4().hex
+        started = asyncio.get_running_loop().time()
         try:
             rules = route.cache
             if rules is None or request.method not in rules.policy.methods or request.body_exists:
-                return await self._proxy(exchange)
-            return await self._cached(exchange, rules)
+                response = await self._proxy(exchange)
+            else:
+                response = await self._cached(exchange, rules)
         except ClientBodyError as exc:
-            return own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
+            response = own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
+        self._account(exchange, response, asyncio.get_running_loop().time() - started)
+        return response
+
+    def _operator_path(
+        self, request: web.BaseRequest, runtime: Runtime, prefix: str
+    ) -> web.StreamResponse:
+        """``<prefix>/livez`` and friends: answered here, never proxied."""
+        assert self.ops is not None
+        name = request.path[len(prefix) :]
+        answer = None
+        if name.startswith("/") and request.method in ("GET", "HEAD"):
+            answer = self.ops.answer(name[1:], metrics=runtime.config.admin.metrics_on_main)
+        if answer is None:
+            return own_answer(runtime, proxy_error(404, f"no such operator path under {prefix}"))
+        mark_own(runtime, answer)
+        return answer
+
+    def _account(self, exchange: Exchange, response: web.StreamResponse, seconds: float) -> None:
+        """Count the answer the client got, and log it (one line per request)."""
+        names = exchange.runtime.header_names
+        source = response.headers.get(names.source, Source.NONE)
+        health = response.headers.get(names.health, Health.CRITICAL)
+        route = exchange.route.name
+        stats = self.stats.routes.get(route)
+        if stats is not None:
+            stats.record(source, health, response.status, seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s",
+                exchange.method,
+                exchange.path,
+                response.status,
+                extra={
+                    "fields": {
+                        "request_id": exchange.request_id,
+                        "route": route,
+                        "method": exchange.method,
+                        "path": exchange.path,
+                        "status": response.status,
+                        "source": source,
+                        "health": health,
+                        "attempts": [
+                            {"upstream": upstream, "outcome": outcome}
+                            for upstream, outcome in exchange.attempts
+                        ],
+                        "duration_ms": round(seconds * 1000, 3),
+                    }
+                },
+            )
 
     def mark_own_answer(self, response: web.StreamResponse) -> None:
         """Our headers on an answer aiohttp made itself (a request it could not parse)."""
@@ -150,6 +215,7 @@ class ProxyHandler:
             entry, age = found
             use = use_on_arrival(entry, age, rules.fresh_for, rules.stale_while_revalidate)
             if use is not Use.NONE:
+                self.stats.cache.hits += 1
                 if use is Use.REVALIDATE:
                     self._refresh_behind(exchange)
                 return fresh_hit(
@@ -181,6 +247,7 @@ class ProxyHandler:
             stored = await asyncio.wait_for(asyncio.shield(leader), exchange.route.deadline)
         if stored is None:
             return await self._proxy(exchange)
+        self.stats.cache.collapsed += 1
         age = self.store.now() - stored.stored_at
         health = self._route_health(exchange.route)
         return fresh_hit(exchange.request, exchange.runtime, stored, age, health, _COLLAPSED)
@@ -196,6 +263,7 @@ class ProxyHandler:
             answer = chosen.answer
             cache_status = None
             if exchange.key is not None:
+                self.stats.cache.misses += 1
                 stored = self._keep(exchange, answer)
                 cache_status = (
                     f"failover-proxy; fwd={exchange.forwarded_because}; "
@@ -214,6 +282,8 @@ class ProxyHandler:
             found = self.store.get(exchange.key)
             if found is not None and may_serve_stale(*found, route.cache.stale_for):
                 stale = found
+                self.stats.cache.stale_serves += 1
+                self.stats.routes[route.name].stale_served(found[1])
         return when_all_failed(request, runtime, route, plan, last_error, stale)
 
     async def _walk(
@@ -233,7 +303,10 @@ class ProxyHandler:
                 await asyncio.sleep(step.delay)
             guard = self._guards[upstream]
             ticket = guard.admit(retry=step.retry)
+            upstream_stats = self.stats.upstreams[upstream]
             if isinstance(ticket, Failure):  # skipped without a connection attempt
+                upstream_stats.skipped(ticket)
+                exchange.attempts.append((upstream, ticket))
                 step = plan.after_failure(ticket, now=loop.time())
                 continue
             client = self._clients[upstream]
@@ -243,14 +316,19 @@ class ProxyHandler:
                 client_ip=exchange.client_ip,
                 preserve_host=client.settings.preserve_host,
             )
+            if "X-Request-Id" not in exchange.headers:
+                upstream_headers.append(("X-Request-Id", exchange.request_id))
             data: bytes | AsyncIterator[bytes] | None = body
             if streamed is not None:
                 data = streamed.chunks()
                 length = exchange.request.content_length if exchange.request else None
                 if length is not None:
                     upstream_headers.append(("Content-Length", str(length)))
+            sent_at = loop.time()
+            drill = self.drills.pick(upstream)
             try:
-                outcome = await attempt(
+                injected = await _drilled(drill, deadline_at, route.failure_statuses)
+                outcome = injected or await attempt(
                     client,
                     exchange.method,
                     client.url(exchange.path, exchange.query),
@@ -271,8 +349,13 @@ class ProxyHandler:
                     if isinstance(outcome, Answer):
                         outcome.response.close()
                     raise streamed.error  # the client's fault, not the upstream's
+            seconds = loop.time() - sent_at
             if isinstance(outcome, Answer):
+                upstream_stats.answered(seconds)
+                exchange.attempts.append((upstream, "ok"))
                 return plan, _Chosen(upstream, guard, ticket, outcome), last_error
+            upstream_stats.failed(outcome.failure, seconds if outcome.status else None)
+            exchange.attempts.append((upstream, outcome.failure))
             guard.finish(
                 ticket, outcome.failure, status=outcome.status, retry_after=outcome.retry_after
             )
@@ -328,6 +411,7 @@ class ProxyHandler:
         assert key is not None
         entry = self._entry_for(exchange, answer) if answer.complete else None
         if entry is not None and self.store.put(key, entry):
+            self.stats.cache.stored += 1
             exchange.stored = entry
             return True
         self.store.remove(key)
@@ -366,6 +450,23 @@ class ProxyHandler:
             stored_at,
             limits,
         )
+
+
+async def _drilled(
+    drill: Drill | None, deadline_at: float, failure_statuses: frozenset[int]
+) -> Failed | None:
+    """A failover drill's fault for this call (None: make the call, perhaps after the
+    drill's delay). Injected failures are reported like real ones."""
+    if drill is None:
+        return None
+    if drill.kind == "latency":
+        remaining = deadline_at - asyncio.get_running_loop().time()
+        await asyncio.sleep(max(0.0, min(drill.latency, remaining)))
+        return None
+    if drill.kind == "abort":
+        return Failed(Failure.CONNECTION_RESET)
+    failure = classify_status(drill.status, failure_statuses) or Failure.HTTP_5XX
+    return Failed(failure, drill.status)
 
 
 def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:

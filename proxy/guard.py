@@ -20,6 +20,7 @@ once, without a connection attempt.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,10 +74,30 @@ class UpstreamGuard:
         self.check_healthy = True
         self._check_passes = 0
         self._check_failures = 0
+        self.check_results: Counter[bool] = Counter()
+        self.last_check: tuple[bool, str, float] | None = None  # passed, detail, wall time
+        self._wall_clock = wall_clock
+        # An operator's decision (admin API): OPEN skips the upstream whatever happens,
+        # CLOSED calls it whatever its breaker and health checks say; None: automatic.
+        self.pinned: State | None = None
+        self.pinned_since = 0.0
+
+    def pin(self, state: State | None, reason: str) -> None:
+        """Force the circuit open or closed until told ``None`` (back to automatic)."""
+        self.pinned = state
+        self.pinned_since = self._clock()
+        kind = "circuit_automatic" if state is None else f"circuit_forced_{state}"
+        self.events.record(self.name, kind, reason)
+        if state is None and self.breaker is not None:
+            self.breaker.force(State.CLOSED, reason)  # it learns again from a clean window
 
     def admit(self, *, retry: bool = False) -> Ticket | Failure:
         """``retry``: the same request tried here again, which spends the retry budget."""
-        if not self.check_healthy:
+        pinned = self.pinned
+        if pinned is not None:
+            if pinned is State.OPEN:
+                return Failure.BREAKER_OPEN
+        elif not self.check_healthy:
             return Failure.BREAKER_OPEN
         if self._cooling:
             if self._clock() < self.cooldown_until:
@@ -86,7 +107,7 @@ class UpstreamGuard:
         if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
             return Failure.OVERLOADED
         permit = None
-        if self.breaker is not None:
+        if self.breaker is not None and pinned is None:
             permit = self.breaker.acquire()
             if permit is None:
                 return Failure.BREAKER_OPEN
@@ -113,6 +134,8 @@ class UpstreamGuard:
 
     def skipping(self) -> bool:
         """Whether a call now would be skipped for the upstream's health (not its load)."""
+        if self.pinned is not None:
+            return self.pinned is State.OPEN
         if not self.check_healthy or (self._cooling and self._clock() < self.cooldown_until):
             return True
         breaker = self.breaker
@@ -147,6 +170,8 @@ class UpstreamGuard:
     ) -> None:
         """An active health check's result: enough failures in a row hold the circuit open
         before users pay for it; enough passes in a row close it (Envoy's semantics)."""
+        self.check_results[passed] += 1
+        self.last_check = (passed, detail, self._wall_clock())
         if passed:
             self._check_failures = 0
             self._check_passes += 1

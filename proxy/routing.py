@@ -135,6 +135,10 @@ class Router(Generic[RouteT]):
     def __init__(self, entries: Sequence[tuple[RouteMatcher, RouteT]]) -> None:
         self._entries = tuple(entries)
 
+    def replacing(self, old: RouteT, new: RouteT) -> Router[RouteT]:
+        """The same router with ``old`` swapped for ``new`` (an operator's reorder)."""
+        return Router([(m, new if r is old else r) for m, r in self._entries])
+
     def find(self, method: str, path: str, host: str, headers: Mapping[str, str]) -> RouteT | None:
         for matcher, route in self._entries:
             if matcher.matches(method, path, host, headers):

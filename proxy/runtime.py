@@ -8,6 +8,7 @@ swap it in with one assignment; requests in flight keep the one they started wit
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,19 @@ class Runtime:
     forwarding: ForwardingRules
     header_names: HeaderNames
     limits: Limits
+
+
+def with_upstream_order(runtime: Runtime, route_name: str, order: tuple[str, ...]) -> Runtime:
+    """``runtime`` with one route's upstreams tried in ``order`` (a permutation of them)."""
+    old = next(route for route in runtime.routes if route.name == route_name)
+    if sorted(order) != sorted(old.upstreams):
+        raise ValueError(f"the order must list exactly {', '.join(old.upstreams)}")
+    new = dataclasses.replace(old, upstreams=order)
+    return dataclasses.replace(
+        runtime,
+        router=runtime.router.replacing(old, new),
+        routes=tuple(new if route is old else route for route in runtime.routes),
+    )
 
 
 def expand_statuses(items: list[int | str]) -> frozenset[int]:

@@ -37,7 +37,7 @@ def test_every_state_change_is_recorded_once_and_counted():
     assert isinstance(ticket, Ticket)
     g.finish(ticket, None)
     assert kinds(g) == ["circuit_open", "circuit_half_open", "circuit_closed"]
-    assert g.events.counts["circuit_open"] == 1
+    assert g.events.counts[g.name, "circuit_open"] == 1
 
 
 def test_a_cooldown_starts_and_ends_once():

@@ -82,9 +82,15 @@ def nginx_proxy_conf(prefix: Path, port: int, upstream_port: int) -> str:
     )
 
 
+# Like nginx's `access_log off` and bare-aiohttp's access_log=None: every server is
+# measured without a line per request.
+NO_ACCESS_LOG = "logging: {access_log: false}\n"
+
+
 def failover_proxy_conf(port: int, upstream_port: int) -> str:
     return (
         f"listen: {{host: {HOST}, port: {port}}}\n"
+        f"{NO_ACCESS_LOG}"
         "upstreams:\n  primary:\n"
         f"    url: http://{HOST}:{upstream_port}\n    max_connections: 100\n"
         "routes:\n  - name: all\n    match: {path_prefix: /}\n    upstreams: [primary]\n"
@@ -96,6 +102,7 @@ def failover_proxy_open_conf(port: int, upstream_port: int, refused_port: int) -
     ``secondary`` is the upstream of ``failover_proxy_conf`` with the same pool."""
     return (
         f"listen: {{host: {HOST}, port: {port}}}\n"
+        f"{NO_ACCESS_LOG}"
         "upstreams:\n  primary:\n"
         f"    url: http://{HOST}:{refused_port}\n"
         "    circuit_breaker: {consecutive_failures: 1, open_for: 1h, max_open_for: 1h}\n"

@@ -139,7 +139,11 @@ class UpstreamGuard:
         if not self.check_healthy or (self._cooling and self._clock() < self.cooldown_until):
             return True
         breaker = self.breaker
-        return breaker is not None and breaker.state is State.OPEN
+        return (
+            breaker is not None
+            and breaker.state is State.OPEN
+            and self._clock() < breaker.open_until  # else the next call is a probe
+        )
 
     def finish(
         self,

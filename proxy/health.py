@@ -24,6 +24,7 @@ from typing import Any
 from proxy.breaker import State
 from proxy.cache import Store
 from proxy.drills import Drills
+from proxy.errors import SKIPPED
 from proxy.events import EventLog
 from proxy.guard import UpstreamGuard
 from proxy.runtime import Runtime
@@ -70,12 +71,19 @@ def span(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def circuit_state(guard: UpstreamGuard) -> str:
+def circuit_state(guard: UpstreamGuard, now: float) -> str:
+    """As a call now would find it: an open circuit whose time is up is half open (the
+    breaker moves only when the next call asks, which an idle route never does)."""
     if guard.pinned is not None:
         return str(guard.pinned)
     if not guard.check_healthy:
         return str(State.OPEN)
-    return str(guard.breaker.state) if guard.breaker is not None else str(State.CLOSED)
+    breaker = guard.breaker
+    if breaker is None:
+        return str(State.CLOSED)
+    if breaker.state is State.OPEN and now >= breaker.open_until:
+        return str(State.HALF_OPEN)
+    return str(breaker.state)
 
 
 def report(observed: Observed) -> dict[str, Any]:
@@ -144,14 +152,14 @@ def _upstream(observed: Observed, name: str, now: float, wall: float) -> dict[st
     p50, p99 = stats.percentiles(0.5, 0.99)
     breaker = guard.breaker
     circuit: dict[str, Any] = {
-        "state": circuit_state(guard),
+        "state": circuit_state(guard, now),
         "forced": guard.pinned is not None,
     }
     if guard.pinned is not None:
         circuit["since"] = iso(wall - (now - guard.pinned_since))
     elif breaker is not None:
         circuit["since"] = iso(wall - (now - breaker.since))
-        if breaker.state is State.OPEN:
+        if circuit["state"] == State.OPEN:
             circuit["retry_in_s"] = round(max(0.0, breaker.open_until - now), 1)
     else:
         circuit["enabled"] = False
@@ -176,7 +184,12 @@ def _upstream(observed: Observed, name: str, now: float, wall: float) -> dict[st
         if last is None
         else {"class": last.outcome, "at": iso(last.at), "ago_s": round(wall - last.at, 1)},
         "failures_since_start": {
-            outcome: n for outcome, n in stats.outcomes.most_common() if outcome != "ok"
+            outcome: n
+            for outcome, n in stats.outcomes.most_common()
+            if outcome != "ok" and outcome not in SKIPPED
+        },
+        "skipped_since_start": {
+            outcome: n for outcome, n in stats.outcomes.most_common() if outcome in SKIPPED
         },
         "health_check": check,
         "cooldown_s": round(max(0.0, guard.cooldown_until - now), 1),

@@ -118,7 +118,7 @@ class ProxyCollector(Collector):
             for outcome, n in observed.stats.upstreams[name].outcomes.items():
                 attempts.add_metric([name, str(outcome)], n)
             in_flight.add_metric([name], guard.in_flight)
-            current = circuit_state(guard)
+            current = circuit_state(guard, now)
             for state in State:
                 circuit.add_metric([name, str(state)], 1.0 if str(state) == current else 0.0)
             checks.add_metric([name, "passed"], guard.check_results[True])

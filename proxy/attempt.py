@@ -21,6 +21,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy.drills import Drill
 from proxy.errors import Failure, classify_exception, classify_status
 from proxy.headers import HeaderList, parse_retry_after
 from proxy.upstream import UpstreamClient
@@ -147,3 +148,20 @@ async def attempt(
         if failure is None:
             raise
         return Failed(failure)
+
+
+async def injected_failure(
+    drill: Drill | None, deadline_at: float, failure_statuses: frozenset[int]
+) -> Failed | None:
+    """A failover drill's fault for this call (None: make the call, perhaps after the
+    drill's delay). Injected failures are reported like real ones."""
+    if drill is None:
+        return None
+    if drill.kind == "latency":
+        remaining = deadline_at - asyncio.get_running_loop().time()
+        await asyncio.sleep(max(0.0, min(drill.latency, remaining)))
+        return None
+    if drill.kind == "abort":
+        return Failed(Failure.CONNECTION_RESET)
+    failure = classify_status(drill.status, failure_statuses) or Failure.HTTP_5XX
+    return Failed(failure, drill.status)

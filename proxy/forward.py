@@ -1,5 +1,6 @@
 """The request handler: reads the client's request and walks the failover chain, asking
-each upstream's guard whether to try it; :mod:`proxy.relay` writes the answer. Every
+each upstream's guard whether to try it; :mod:`proxy.cache_front` stands in front of it
+on routes with a cache, :mod:`proxy.relay` writes the answer. Every
 decision is asked of :mod:`proxy.routing`, :mod:`proxy.fallback`, :mod:`proxy.guard`
 and :mod:`proxy.errors`.
 
@@ -14,47 +15,36 @@ truncated body is never passed off as complete.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import itertools
-import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
-from multidict import CIMultiDict
 
-from proxy.attempt import Answer, ErrorAnswer, Failed, attempt
+from proxy.access import account
+from proxy.attempt import Answer, ErrorAnswer, Failed, attempt, injected_failure
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
-from proxy.cache import Entry, Store
-from proxy.cache_rules import Use, cache_key, may_serve_stale, not_storable, use_on_arrival
-from proxy.drills import Drill, Drills
-from proxy.errors import Failure, classify_status
+from proxy.cache import Store
+from proxy.cache_front import CacheFront
+from proxy.drills import Drills
+from proxy.errors import Failure
 from proxy.exchange import Exchange
-from proxy.fallback import FailoverPlan, Health, Source
-from proxy.freshness import NO_LIMITS, initial_age, upstream_limits
+from proxy.fallback import FailoverPlan, Health
 from proxy.guard import Ticket, UpstreamGuard
 from proxy.ops import Ops
 from proxy.payloads import proxy_error
-from proxy.relay import Ending, fresh_hit, mark_own, own_answer, relay, when_all_failed
+from proxy.relay import Ending, mark_own, own_answer, relay, when_all_failed
 from proxy.routing import BadTarget, normalise_target
-from proxy.runtime import RouteCacheRules, RouteRuntime, Runtime
+from proxy.runtime import RouteRuntime, Runtime
 from proxy.stats import Stats
 from proxy.upstream import UpstreamClient
 
-log = logging.getLogger("failover_proxy")
-access_log = logging.getLogger("failover_proxy.access")
-
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# RFC 9211 Cache-Status values for answers served from the store
-_HIT = "failover-proxy; hit"
-_REVALIDATING = "failover-proxy; hit; stale; detail=revalidating"
-_COLLAPSED = "failover-proxy; fwd=uri-miss; collapsed"
 
 
 @dataclass(frozen=True, slots=True)
-class _Chosen:
+class Chosen:
     """The upstream answer the chain settled on, and the call to report when it ends."""
 
     upstream: str
@@ -89,9 +79,7 @@ class ProxyHandler:
         # Request ids: random per process, then counted (uuid4 per request costs ~2.5us).
         self._id_prefix = secrets.token_hex(6)
         self._id_count = itertools.count(1)
-        # cache key -> the one upstream call in flight for it; resolves to what it stored
-        self._fetching: dict[str, asyncio.Future[Entry | None]] = {}
-        self._refreshing: set[asyncio.Task[None]] = set()
+        self.cache = CacheFront(store, stats, self)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
@@ -114,12 +102,12 @@ class ProxyHandler:
         try:
             rules = route.cache
             if rules is None or request.method not in rules.policy.methods or request.body_exists:
-                response = await self._proxy(exchange)
+                response = await self.proxy(exchange)
             else:
-                response = await self._cached(exchange, rules)
+                response = await self.cache.serve(exchange, rules)
         except ClientBodyError as exc:
             response = own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
-        self._account(exchange, response, asyncio.get_running_loop().time() - started)
+        account(self.stats, exchange, response, asyncio.get_running_loop().time() - started)
         return response
 
     def _new_request_id(self) -> str:
@@ -139,48 +127,12 @@ class ProxyHandler:
         mark_own(runtime, answer)
         return answer
 
-    def _account(self, exchange: Exchange, response: web.StreamResponse, seconds: float) -> None:
-        """Count the answer the client got, and log it (one line per request)."""
-        names = exchange.runtime.header_names
-        source = response.headers.get(names.source, Source.NONE)
-        health = response.headers.get(names.health, Health.CRITICAL)
-        route = exchange.route.name
-        stats = self.stats.routes.get(route)
-        if stats is not None:
-            stats.record(source, health, response.status, seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %s",
-                exchange.method,
-                exchange.path,
-                response.status,
-                extra={
-                    "fields": {
-                        "request_id": exchange.request_id,
-                        "route": route,
-                        "method": exchange.method,
-                        "path": exchange.path,
-                        "status": response.status,
-                        "source": source,
-                        "health": health,
-                        "attempts": [
-                            {"upstream": upstream, "outcome": outcome}
-                            for upstream, outcome in exchange.attempts
-                        ],
-                        "duration_ms": round(seconds * 1000, 3),
-                    }
-                },
-            )
-
     def mark_own_answer(self, response: web.StreamResponse) -> None:
         """Our headers on an answer aiohttp made itself (a request it could not parse)."""
         mark_own(self.runtime, response)
 
     async def close(self) -> None:
-        """Stop background refreshes (at shutdown)."""
-        for task in list(self._refreshing):
-            task.cancel()
-        await asyncio.gather(*self._refreshing, return_exceptions=True)
+        await self.cache.close()
 
     async def _read_body(
         self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime
@@ -204,62 +156,7 @@ class ProxyHandler:
         )
         return None, streamed
 
-    async def _cached(self, exchange: Exchange, rules: RouteCacheRules) -> web.StreamResponse:
-        """A cacheable request on a route with a cache: a fresh hit, a stale one refreshed
-        behind, one upstream call shared by concurrent misses, or the chain as usual."""
-        assert exchange.request is not None
-        request, runtime, route = exchange.request, exchange.runtime, exchange.route
-        exchange.key = key = cache_key(
-            exchange.method,
-            exchange.headers.get("Host", ""),
-            exchange.path,
-            exchange.query,
-            exchange.headers,
-            rules.policy,
-        )
-        found = self.store.get(key)
-        if found is not None:
-            entry, age = found
-            use = use_on_arrival(entry, age, rules.fresh_for, rules.stale_while_revalidate)
-            if use is not Use.NONE:
-                self.stats.cache.hits += 1
-                if use is Use.REVALIDATE:
-                    self._refresh_behind(exchange)
-                return fresh_hit(
-                    request,
-                    runtime,
-                    entry,
-                    age,
-                    self._route_health(route),
-                    _REVALIDATING if use is Use.REVALIDATE else _HIT,
-                )
-            exchange.forwarded_because = "stale"
-        leader = self._fetching.get(key)
-        if leader is not None:
-            return await self._follow(exchange, leader)
-        self._fetching[key] = asyncio.get_running_loop().create_future()
-        try:
-            return await self._proxy(exchange)
-        finally:
-            self._fetching.pop(key).set_result(exchange.stored)
-
-    async def _follow(
-        self, exchange: Exchange, leader: asyncio.Future[Entry | None]
-    ) -> web.StreamResponse:
-        """Concurrent misses for one key wait for the leader's upstream call (bounded by
-        the deadline) and share what it stored; if it stored nothing, they go themselves."""
-        assert exchange.request is not None
-        stored: Entry | None = None
-        with contextlib.suppress(TimeoutError):
-            stored = await asyncio.wait_for(asyncio.shield(leader), exchange.route.deadline)
-        if stored is None:
-            return await self._proxy(exchange)
-        self.stats.cache.collapsed += 1
-        age = self.store.now() - stored.stored_at
-        health = self._route_health(exchange.route)
-        return fresh_hit(exchange.request, exchange.runtime, stored, age, health, _COLLAPSED)
-
-    async def _proxy(self, exchange: Exchange) -> web.StreamResponse:
+    async def proxy(self, exchange: Exchange) -> web.StreamResponse:
         """The chain for a client: upstreams in order, then what is left."""
         request = exchange.request
         assert request is not None
@@ -267,12 +164,12 @@ class ProxyHandler:
         body, streamed = await self._read_body(request, runtime, route)
         if exchange.key is not None:
             self.stats.cache.misses += 1
-        plan, chosen, last_error = await self._walk(exchange, body, streamed)
+        plan, chosen, last_error = await self.walk(exchange, body, streamed)
         if chosen is not None:
             answer = chosen.answer
             cache_status = None
             if exchange.key is not None:
-                stored = self._keep(exchange, answer)
+                stored = self.cache.keep(exchange, answer)
                 cache_status = (
                     f"failover-proxy; fwd={exchange.forwarded_because}; "
                     f"fwd-status={answer.response.status}{'; stored' if stored else ''}"
@@ -285,18 +182,12 @@ class ProxyHandler:
             else:
                 chosen.guard.finish(chosen.ticket, None if ending is Ending.COMPLETE else ending)
             return response
-        stale = None
-        if exchange.key is not None and route.cache is not None:
-            found = self.store.get(exchange.key)
-            if found is not None and may_serve_stale(*found, route.cache.stale_for):
-                stale = found
-                self.stats.cache.stale_serves += 1
-                self.stats.routes[route.name].stale_served(found[1])
+        stale = self.cache.stale(exchange)
         return when_all_failed(request, runtime, route, plan, last_error, stale)
 
-    async def _walk(
+    async def walk(
         self, exchange: Exchange, body: bytes | None, streamed: StreamedBody | None
-    ) -> tuple[FailoverPlan, _Chosen | None, ErrorAnswer | None]:
+    ) -> tuple[FailoverPlan, Chosen | None, ErrorAnswer | None]:
         """Try the route's upstreams in the plan's order until one gives a good answer:
         that answer (its call still open), or None and the last complete error answer."""
         runtime, route = exchange.runtime, exchange.route
@@ -335,7 +226,7 @@ class ProxyHandler:
             sent_at = loop.time()
             drill = self.drills.pick(upstream)
             try:
-                injected = await _drilled(drill, deadline_at, route.failure_statuses)
+                injected = await injected_failure(drill, deadline_at, route.failure_statuses)
                 outcome = injected or await attempt(
                     client,
                     exchange.method,
@@ -361,7 +252,7 @@ class ProxyHandler:
             if isinstance(outcome, Answer):
                 upstream_stats.answered(seconds)
                 exchange.attempts.append((upstream, "ok"))
-                return plan, _Chosen(upstream, guard, ticket, outcome), last_error
+                return plan, Chosen(upstream, guard, ticket, outcome), last_error
             upstream_stats.failed(outcome.failure, seconds if outcome.status else None)
             exchange.attempts.append((upstream, outcome.failure))
             guard.finish(
@@ -377,104 +268,11 @@ class ProxyHandler:
             )
         return plan, None, last_error
 
-    def _refresh_behind(self, exchange: Exchange) -> None:
-        """Stale-while-revalidate: one background call refreshes the entry (unless a call
-        for the key is in flight already); the client has its answer meanwhile."""
-        key = exchange.key
-        if key is None or key in self._fetching:
-            return
-        self._fetching[key] = asyncio.get_running_loop().create_future()
-        behind = dataclasses.replace(exchange, request=None, headers=CIMultiDict(exchange.headers))
-        task = asyncio.create_task(self._refresh(behind, key), name=f"refresh {key!r}")
-        self._refreshing.add(task)
-        task.add_done_callback(self._refreshing.discard)
-
-    async def _refresh(self, exchange: Exchange, key: str) -> None:
-        try:
-            _, chosen, _ = await self._walk(exchange, None, None)
-            if chosen is not None:
-                answer = chosen.answer
-                self._keep(exchange, answer)
-                if answer.complete:
-                    answer.response.release()
-                    chosen.guard.finish(chosen.ticket, None)
-                else:  # too large to hold: it could not be stored anyway
-                    answer.response.close()
-                    chosen.guard.abandon(chosen.ticket)
-        except Exception:
-            log.exception("background refresh of %s %s failed", exchange.method, exchange.path)
-        finally:
-            self._fetching.pop(key).set_result(exchange.stored)
-
-    def _route_health(self, route: RouteRuntime) -> Health:
+    def route_health(self, route: RouteRuntime) -> Health:
         """DESIGN.md 2: a fresh hit is healthy while the first upstream would be tried,
         degraded while it is skipped (its upstreams are failing)."""
         guard = self._guards[route.upstreams[0]]
         return Health.DEGRADED if guard.skipping() else Health.HEALTHY
-
-    def _keep(self, exchange: Exchange, answer: Answer) -> bool:
-        """Store a complete, validated answer as the route's last known good one. A good
-        answer that may not be stored drops the key's older entry: it is outdated now."""
-        key = exchange.key
-        assert key is not None
-        entry = self._entry_for(exchange, answer) if answer.complete else None
-        if entry is not None and self.store.put(key, entry):
-            self.stats.cache.stored += 1
-            exchange.stored = entry
-            return True
-        self.store.remove(key)
-        return False
-
-    def _entry_for(self, exchange: Exchange, answer: Answer) -> Entry | None:
-        rules = exchange.route.cache
-        assert rules is not None
-        response = answer.response
-        method = exchange.method
-        reason = not_storable(
-            method, response.status, exchange.headers, response.headers, rules.policy
-        )
-        body = b"".join(answer.chunks)
-        close_delimited = (
-            response.content_length is None
-            and response.headers.get("Transfer-Encoding", "").lower() != "chunked"
-            and method != "HEAD"
-            and response.status not in (204, 304)
-        )
-        if reason is not None or close_delimited or len(body) > rules.max_entry_size:
-            return None
-        limits = upstream_limits(response.headers) if rules.honour_cache_control else NO_LIMITS
-        if limits.fresh <= 0 and limits.stale <= 0:
-            return None  # the upstream forbids every use we could make of it
-        headers = exchange.runtime.forwarding.downstream_response(
-            response.headers, exchange.version
-        )
-        stored_at = self.store.now() - initial_age(response.headers)
-        return Entry(
-            exchange.route.name,
-            response.status,
-            response.reason,
-            tuple(headers),
-            body,
-            stored_at,
-            limits,
-        )
-
-
-async def _drilled(
-    drill: Drill | None, deadline_at: float, failure_statuses: frozenset[int]
-) -> Failed | None:
-    """A failover drill's fault for this call (None: make the call, perhaps after the
-    drill's delay). Injected failures are reported like real ones."""
-    if drill is None:
-        return None
-    if drill.kind == "latency":
-        remaining = deadline_at - asyncio.get_running_loop().time()
-        await asyncio.sleep(max(0.0, min(drill.latency, remaining)))
-        return None
-    if drill.kind == "abort":
-        return Failed(Failure.CONNECTION_RESET)
-    failure = classify_status(drill.status, failure_statuses) or Failure.HTTP_5XX
-    return Failed(failure, drill.status)
 
 
 def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:

@@ -13,6 +13,9 @@ Calls (JSON in, JSON out):
   "host", "target", "headers"}}`` (the entry a request like that would use).
 - ``GET /admin/drills``; ``POST /admin/drills`` ``{"upstream", "kind", "percent",
   "duration", "latency", "status"}``; ``DELETE /admin/drills/{upstream}``.
+- ``GET /admin/buffer`` (depth, bytes, dead letters with their last answer);
+  ``POST /admin/buffer/flush``; ``POST /admin/buffer/dead/{id}/retry``;
+  ``DELETE /admin/buffer/dead/{id}``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.breaker import State
+from proxy.buffer import WriteBuffer
 from proxy.cache_rules import cache_key
 from proxy.drills import KINDS, Drill, Drills
 from proxy.forward import ProxyHandler
@@ -85,6 +89,10 @@ class AdminApi:
         app.router.add_get("/admin/drills", self._list_drills)
         app.router.add_post("/admin/drills", self._start_drill)
         app.router.add_delete("/admin/drills/{upstream}", self._stop_drill)
+        app.router.add_get("/admin/buffer", self._buffer_status)
+        app.router.add_post("/admin/buffer/flush", self._buffer_flush)
+        app.router.add_post("/admin/buffer/dead/{id}/retry", self._dead_retry)
+        app.router.add_delete("/admin/buffer/dead/{id}", self._dead_delete)
         return app
 
     @web.middleware
@@ -238,6 +246,35 @@ class AdminApi:
             raise AdminError(404, f"no drill runs on {upstream!r}")
         log.warning("admin: drill on %s stopped", upstream)
         return _json({"stopped": upstream})
+
+    def _write_buffer(self) -> WriteBuffer:
+        if self.handler.buffer is None:
+            raise AdminError(404, "no write buffer is configured (buffer.path)")
+        return self.handler.buffer
+
+    async def _buffer_status(self, request: web.Request) -> web.Response:
+        buffer = self._write_buffer()
+        return _json({**buffer.status(), "dead": buffer.dead_letters()})
+
+    async def _buffer_flush(self, request: web.Request) -> web.Response:
+        buffer = self._write_buffer()
+        buffer.flush()
+        log.warning("admin: buffer flush: every route's replay tried now")
+        return _json({"flushing": buffer.status()["depth"]})
+
+    async def _dead_retry(self, request: web.Request) -> web.Response:
+        write_id = request.match_info["id"]
+        if not await self._write_buffer().retry_dead(write_id):
+            raise AdminError(404, f"no dead letter {write_id!r}")
+        log.warning("admin: dead letter %s sent back to the replay queue", write_id)
+        return _json({"retrying": write_id})
+
+    async def _dead_delete(self, request: web.Request) -> web.Response:
+        write_id = request.match_info["id"]
+        if not await self._write_buffer().delete_dead(write_id):
+            raise AdminError(404, f"no dead letter {write_id!r}")
+        log.warning("admin: dead letter %s deleted", write_id)
+        return _json({"deleted": write_id})
 
 
 def _drill_json(drill: Drill, now: float) -> dict[str, Any]:

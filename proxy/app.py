@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.admin import TOKEN_ENV, AdminApi, admin_token
+from proxy.buffer import BufferSettings, WriteBuffer
 from proxy.cache import Store
 from proxy.cache_file import CacheFile, CacheFileError
 from proxy.cache_writer import CacheWriter
@@ -26,9 +27,10 @@ from proxy.events import EventLog
 from proxy.forward import ProxyHandler
 from proxy.guard import UpstreamGuard
 from proxy.health import ConfigInfo, Observed
+from proxy.journal import Journal, JournalLocked
 from proxy.ops import Ops
 from proxy.runtime import build_runtime
-from proxy.server import build_server, require_strict_parser
+from proxy.server import StartupError, build_server, require_strict_parser
 from proxy.stats import Stats
 from proxy.upstream import UpstreamClient
 
@@ -88,6 +90,22 @@ class ProxyApp:
             wall_clock=wall_clock,
         )
         self.ops = self.handler.ops = Ops(self.observed)
+        settings = config.buffer
+        if settings.path is not None:
+            self.handler.buffer = WriteBuffer(
+                Journal(base / settings.path, segment_size=settings.segment_size),
+                BufferSettings(
+                    max_size=settings.max_size,
+                    max_records=settings.max_records,
+                    strict_order=settings.ordering == "strict",
+                    idempotency_header=settings.idempotency_header,
+                    replay_backoff=settings.replay_backoff,
+                    max_replay_backoff=settings.max_replay_backoff,
+                ),
+                clock=clock,
+                wall_clock=wall_clock,
+            )
+        self.observed.buffer = self.handler.buffer
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self.admin_port: int | None = None
@@ -98,6 +116,7 @@ class ProxyApp:
         require_strict_parser()
         runtime = self.handler.runtime
         await self._load_cache()
+        await self._open_buffer()
         for name, settings in runtime.upstreams.items():
             self.clients[name] = UpstreamClient(settings)
             if settings.health_check is not None:
@@ -119,6 +138,8 @@ class ProxyApp:
             backlog=config.listen.backlog,
         )
         await site.start()
+        if self.handler.buffer is not None:
+            self.handler.buffer.start(self.handler.deliver)
         # Everything built so far (modules, the config schema, the runtime) lives as long as
         # the process: take it out of the cyclic GC's sight, so that full collections under
         # load only walk what requests allocate (at -c 50 this cut CPU per request by ~25%).
@@ -155,6 +176,21 @@ class ProxyApp:
         self.admin_port = addresses[0][1] if addresses else config.admin.port
         log.info("admin listener on %s:%s", config.admin.host, self.admin_port)
 
+    async def _open_buffer(self) -> None:
+        """The write buffer's journal: unlike the cache, one that cannot be opened stops
+        the start (acknowledged writes are in it)."""
+        buffer = self.handler.buffer
+        if buffer is None:
+            return
+        routes = [route.name for route in self.handler.runtime.routes if route.buffers_writes]
+        try:
+            await buffer.open(routes)
+        except JournalLocked as exc:
+            raise StartupError(str(exc)) from None
+        except (OSError, ValueError) as exc:
+            where = buffer.journal.directory
+            raise StartupError(f"cannot open the write buffer {where}: {exc}") from None
+
     async def _load_cache(self) -> None:
         """The last good answers a previous run kept on disk. A file that cannot be used
         is logged and the proxy starts with an empty cache: never a reason not to start."""
@@ -188,6 +224,8 @@ class ProxyApp:
             await self._runner.cleanup()
             self._runner = None
         await self.handler.close()
+        if self.handler.buffer is not None:
+            await self.handler.buffer.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None

@@ -228,6 +228,14 @@ class Route(Model):
     default: DefaultPayload | None = None
     validate_: Validate | None = Field(default=None, alias="validate")
     cache: RouteCache | None = None
+    on_failure: str | None = None  # "buffer": writes are kept on disk when every upstream failed
+
+    @field_validator("on_failure")
+    @classmethod
+    def _on_failure(cls, value: str | None) -> str | None:
+        if value not in (None, "buffer"):
+            raise ValueError("the only choice is buffer")
+        return value
 
     @field_validator("deadline")
     @classmethod
@@ -248,6 +256,29 @@ class CacheLimits(Model):
     def _positive(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be longer than 0s")
+        return value
+
+
+class Buffer(Model):
+    """The durable write buffer (DESIGN.md section 7), shared by routes with
+    ``on_failure: buffer``."""
+
+    path: str | None = None  # a directory (relative to the config file); required to buffer
+    max_size: Size = 1024**3  # bytes of buffered writes; full: 503 with Retry-After
+    max_records: int = Field(default=1_000_000, ge=1)
+    ordering: str = "strict"  # strict: while a route has buffered writes, new ones queue behind
+    idempotency_header: str = "Idempotency-Key"
+    replay_backoff: Duration = 1.0  # first wait after a failed replay; doubles per failure
+    max_replay_backoff: Duration = 60.0
+    segment_size: Size = 64 * 1024**2  # journal files are this large before the next starts
+
+    _header = field_validator("idempotency_header")(header_name)
+
+    @field_validator("ordering")
+    @classmethod
+    def _ordering(cls, value: str) -> str:
+        if value not in ("strict", "none"):
+            raise ValueError("strict or none")
         return value
 
 
@@ -298,6 +329,7 @@ class Config(Model):
     cache: CacheLimits = CacheLimits()
     admin: Admin = Admin()
     logging: Logging = Logging()
+    buffer: Buffer = Buffer()
 
 
 def reference_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
@@ -308,6 +340,10 @@ def reference_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
         if route.name in seen_routes:
             errors.append((("routes", i, "name"), f"a route named {route.name!r} exists already"))
         seen_routes.add(route.name)
+        if route.on_failure == "buffer" and config.buffer.path is None:
+            errors.append(
+                (("routes", i, "on_failure"), "buffering writes needs buffer.path (a directory)")
+            )
         for j, upstream in enumerate(route.upstreams):
             if upstream not in config.upstreams:
                 known = ", ".join(sorted(config.upstreams))

@@ -34,6 +34,7 @@ class Source(StrEnum):
 
     CACHE = "cache"
     DEFAULT = "default"
+    BUFFER = "buffer"
     NONE = "none"
 
 

@@ -19,12 +19,16 @@ import itertools
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.access import account
 from proxy.attempt import Answer, ErrorAnswer, Failed, attempt, injected_failure
 from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
+from proxy.buffer import BufferBroken, BufferFull, WriteBuffer
+from proxy.buffer_rules import READS, Verdict, may_buffer, verdict
 from proxy.cache import Store
 from proxy.cache_front import CacheFront
 from proxy.drills import Drills
@@ -32,9 +36,19 @@ from proxy.errors import Failure
 from proxy.exchange import Exchange
 from proxy.fallback import FailoverPlan, Health
 from proxy.guard import Ticket, UpstreamGuard
+from proxy.journal import Write
 from proxy.ops import Ops
 from proxy.payloads import proxy_error
-from proxy.relay import Ending, mark_own, own_answer, relay, when_all_failed
+from proxy.relay import (
+    Ending,
+    buffer_refused,
+    buffered_answer,
+    mark_own,
+    own_answer,
+    relay,
+    unbuffered_write,
+    when_all_failed,
+)
 from proxy.routing import BadTarget, normalise_target
 from proxy.runtime import RouteRuntime, Runtime
 from proxy.stats import Stats
@@ -80,6 +94,7 @@ class ProxyHandler:
         self._id_prefix = secrets.token_hex(6)
         self._id_count = itertools.count(1)
         self.cache = CacheFront(store, stats, self)
+        self.buffer: WriteBuffer | None = None  # the durable write buffer, when configured
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
@@ -162,6 +177,9 @@ class ProxyHandler:
         assert request is not None
         runtime, route = exchange.runtime, exchange.route
         body, streamed = await self._read_body(request, runtime, route)
+        buffer = self.buffer if route.buffers_writes and exchange.method not in READS else None
+        if buffer is not None and body is not None and buffer.pending(route.name):
+            return await self._buffer(exchange, buffer, body, None)  # behind the queued ones
         if exchange.key is not None:
             self.stats.cache.misses += 1
         plan, chosen, last_error = await self.walk(exchange, body, streamed)
@@ -182,6 +200,11 @@ class ProxyHandler:
             else:
                 chosen.guard.finish(chosen.ticket, None if ending is Ending.COMPLETE else ending)
             return response
+        if buffer is not None and streamed is None:
+            key = exchange.headers.get(buffer.settings.idempotency_header)
+            if may_buffer(exchange.method, plan.hops, key is not None):
+                return await self._buffer(exchange, buffer, body or b"", plan)
+            return unbuffered_write(runtime, route, plan)
         stale = self.cache.stale(exchange)
         return when_all_failed(request, runtime, route, plan, last_error, stale)
 
@@ -267,6 +290,86 @@ class ProxyHandler:
                 body_replayable=streamed is None or not streamed.started,
             )
         return plan, None, last_error
+
+    async def _buffer(
+        self, exchange: Exchange, buffer: WriteBuffer, body: bytes, plan: FailoverPlan | None
+    ) -> web.StreamResponse:
+        """Keep the write on disk and answer 202, or 503 if it cannot be kept."""
+        runtime = exchange.runtime
+        request = exchange.request
+        assert request is not None
+        target = exchange.path + (f"?{exchange.query}" if exchange.query else "")
+        try:
+            write = await buffer.accept(
+                exchange.route.name,
+                exchange.method,
+                target,
+                list(exchange.headers.items()),
+                body,
+                exchange.headers.get(buffer.settings.idempotency_header),
+                exchange.client_ip,
+            )
+        except BufferFull as exc:
+            return buffer_refused(runtime, str(exc), retry_after=30)
+        except BufferBroken as exc:
+            return buffer_refused(runtime, str(exc), retry_after=5)
+        return buffered_answer(runtime, plan, write)
+
+    async def deliver(self, write: Write, body: bytes) -> tuple[Verdict, dict[str, Any] | None]:
+        """Replay one buffered write: the route's upstreams in order, through their guards,
+        with its Idempotency-Key. A route that no longer buffers makes it a dead letter."""
+        runtime = self.runtime
+        route = next((r for r in runtime.routes if r.name == write.route), None)
+        if route is None or not route.buffers_writes:
+            return Verdict.DEAD, {"reason": f"the route {write.route!r} no longer buffers writes"}
+        assert self.buffer is not None
+        headers = CIMultiDict(write.headers)
+        name = self.buffer.settings.idempotency_header
+        if name not in headers:
+            headers[name] = write.idempotency_key
+        path, _, query = write.target.partition("?")
+        loop = asyncio.get_running_loop()
+        for upstream in route.upstreams:
+            guard = self._guards[upstream]
+            ticket = guard.admit()
+            if isinstance(ticket, Failure):
+                continue
+            client = self._clients[upstream]
+            upstream_headers = runtime.forwarding.upstream_request(
+                headers,
+                version=(1, 1),
+                client_ip=write.client_ip,
+                preserve_host=client.settings.preserve_host,
+            )
+            try:
+                outcome = await attempt(
+                    client,
+                    write.method,
+                    client.url(path, query),
+                    upstream_headers,
+                    body,
+                    deadline_at=loop.time() + route.deadline,
+                    failure_statuses=route.failure_statuses,
+                    max_buffered=4096,
+                )
+            except BaseException:
+                guard.abandon(ticket)
+                raise
+            if isinstance(outcome, Failed):
+                guard.finish(
+                    ticket, outcome.failure, status=outcome.status, retry_after=outcome.retry_after
+                )
+                continue
+            response = outcome.response
+            status = response.status
+            text = b"".join(outcome.chunks)[:4096].decode(errors="replace")
+            response.close()
+            guard.finish(ticket, None)
+            result = verdict(status)
+            if result is Verdict.RETRY:
+                continue
+            return result, {"upstream": upstream, "status": status, "body": text}
+        return Verdict.RETRY, None
 
     def route_health(self, route: RouteRuntime) -> Health:
         """DESIGN.md 2: a fresh hit is healthy while the first upstream would be tried,

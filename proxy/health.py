@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.breaker import State
+from proxy.buffer import WriteBuffer
 from proxy.cache import Store
 from proxy.drills import Drills
 from proxy.errors import SKIPPED
@@ -55,6 +56,7 @@ class Observed:
     cache_file: Callable[[], str | None]  # the file the cache is kept in, if it is
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
+    buffer: WriteBuffer | None = None
 
 
 def iso(wall: float) -> str:
@@ -99,7 +101,7 @@ def report(observed: Observed) -> dict[str, Any]:
         "routes": routes,
         "upstreams": upstreams,
         "cache": _cache(observed, now),
-        "buffer": None,  # the write buffer is not built yet
+        "buffer": None if observed.buffer is None else observed.buffer.status(),
         "config": {
             "file": observed.config.file,
             "loaded_at": iso(observed.config.loaded_at),
@@ -309,6 +311,18 @@ def recommendations(body: dict[str, Any], runtime: Runtime) -> list[str]:
         said.append(
             f"the cache is full ({cache['bytes']} of {cache['max_bytes']} bytes) and evicting: "
             "raise cache.max_size to keep more last good answers"
+        )
+    buffer = body["buffer"]
+    if buffer is not None and buffer["depth"]:
+        said.append(
+            f"{buffer['depth']} writes wait in the buffer (the oldest "
+            f"{span(buffer['oldest_age_s'] or 0)} old); they are replayed as soon as an "
+            "upstream of their route answers"
+        )
+    if buffer is not None and buffer["dead_letters"]:
+        said.append(
+            f"{buffer['dead_letters']} buffered writes were refused by their upstream and wait "
+            "as dead letters: see GET /admin/buffer, then retry or delete them"
         )
     if body["config"]["last_reload_error"]:
         said.append(

@@ -34,6 +34,7 @@ class ProxyCollector(Collector):
         yield from self._upstreams()
         yield from self._cache()
         yield from self._config()
+        yield from self._buffer()
 
     def _requests(self) -> Iterator[Metric]:
         stats = self.observed.stats
@@ -159,6 +160,27 @@ class ProxyCollector(Collector):
         for result in ("success", "failure"):
             reloads.add_metric([result], self.observed.config.reloads.get(result, 0))
         yield reloads
+
+    def _buffer(self) -> Iterator[Metric]:
+        buffer = self.observed.buffer
+        if buffer is None:
+            return
+        status = buffer.status()
+        yield GaugeMetricFamily("failover_buffer_depth", "Writes waiting", value=status["depth"])
+        yield GaugeMetricFamily(
+            "failover_buffer_bytes", "Bytes of buffered writes", value=status["bytes"]
+        )
+        yield GaugeMetricFamily(
+            "failover_buffer_dead_letters", "Writes refused on replay", value=status["dead_letters"]
+        )
+        outcomes = CounterMetricFamily(
+            "failover_buffer_writes",
+            "Buffered writes by route and what happened: accepted, delivered, dead, retry",
+            labels=["route", "outcome"],
+        )
+        for (route, outcome), n in buffer.totals.items():
+            outcomes.add_metric([route, outcome], n)
+        yield outcomes
 
 
 def registry_for(observed: Observed) -> CollectorRegistry:

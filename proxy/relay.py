@@ -5,6 +5,7 @@ failed, and the proxy's own answers. The handler in :mod:`proxy.forward` decides
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 
 import aiohttp
@@ -15,7 +16,8 @@ from proxy.cache import Entry
 from proxy.errors import Failure, classify_exception
 from proxy.fallback import FailoverPlan, Final, Health, Source, final_answer
 from proxy.headers import HeaderList, proxy_status
-from proxy.payloads import Payload, failure_report
+from proxy.journal import Write
+from proxy.payloads import Payload, failure_report, proxy_error
 from proxy.runtime import RouteRuntime, Runtime
 
 
@@ -197,3 +199,41 @@ def mark_own(runtime: Runtime, response: web.StreamResponse) -> None:
     names = runtime.header_names
     response.headers[names.source] = Source.NONE
     response.headers[names.health] = Health.CRITICAL
+
+
+def buffered_answer(runtime: Runtime, plan: FailoverPlan | None, write: Write) -> web.Response:
+    """``202``: the write is on disk and will be delivered (DESIGN.md section 7)."""
+    body = {"buffered": True, "id": write.id, "idempotency_key": write.idempotency_key}
+    response = web.json_response(body, status=202)
+    names = runtime.header_names
+    response.headers[names.source] = Source.BUFFER
+    response.headers[names.health] = Health.CRITICAL
+    if plan is not None and plan.hops:
+        response.headers[names.proxy_status] = proxy_status(plan.hops)
+    return response
+
+
+def unbuffered_write(runtime: Runtime, route: RouteRuntime, plan: FailoverPlan) -> web.Response:
+    """A write that failed in a way that may have applied it, without an Idempotency-Key
+    to make a replay safe: 502 (504 when the deadline ran out), never buffered."""
+    status = 504 if plan.deadline_exceeded else 502
+    report = failure_report(route.name, plan.hops, status, deadline_exceeded=plan.deadline_exceeded)
+    document = json.loads(report.body)
+    document["error"] = (
+        "the write may have reached an upstream before it failed; it was not buffered "
+        "(send an Idempotency-Key to make it safe to keep and replay)"
+    )
+    response = web.json_response(document, status=status)
+    names = runtime.header_names
+    response.headers[names.source] = Source.NONE
+    response.headers[names.health] = Health.CRITICAL
+    response.headers[names.proxy_status] = proxy_status(plan.hops)
+    return response
+
+
+def buffer_refused(runtime: Runtime, message: str, retry_after: int) -> web.Response:
+    """``503`` with ``Retry-After``: the buffer is full or cannot write; never a 202."""
+    response = payload_response(proxy_error(503, message))
+    response.headers["Retry-After"] = str(retry_after)
+    mark_own(runtime, response)
+    return response

@@ -78,6 +78,7 @@ class RouteRuntime:
     default: Payload | None
     validator: Validator | None
     cache: RouteCacheRules | None
+    buffers_writes: bool  # on_failure: buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,7 @@ def _route(route: config.Route, base: Path) -> RouteRuntime:
         default=load_default(route.default, base) if route.default else None,
         validator=_validator(route.validate_) if route.validate_ else None,
         cache=_cache_rules(route.cache) if route.cache else None,
+        buffers_writes=route.on_failure == "buffer",
     )
 
 

@@ -1,0 +1,320 @@
+"""The durable write buffer (DESIGN.md section 7): accepting writes into the journal,
+and replaying them in arrival order per route until an upstream takes them.
+
+Accepting: a write is acknowledged (``202``) only when its frame is synced. Concurrent
+accepts share one ``fdatasync`` (group commit): while one batch is being synced the
+next one gathers, so a burst costs a few syncs, not one each. Every journal call runs
+on one dedicated thread, in order; the event loop never waits on the disk.
+
+Replaying: one task walks the routes with queued writes; for each route it sends the
+oldest write (through :class:`Deliver`, which tries the route's upstreams in order,
+respecting their breakers and cooldowns) and only then the next one. A route whose
+head write could not be delivered waits out a backoff; a flush (admin API) ends
+every wait at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from proxy.buffer_rules import Verdict, replay_backoff
+from proxy.journal import Journal, Write
+from proxy.stats import RecentCounts
+
+log = logging.getLogger("failover_proxy")
+
+T = TypeVar("T")
+Deliver = Callable[[Write, bytes], Awaitable[tuple[Verdict, dict[str, Any] | None]]]
+
+
+class BufferFull(Exception):
+    """No room for this write: 503 with Retry-After; nothing accepted is dropped."""
+
+
+class BufferBroken(Exception):
+    """The write could not be made durable (a full disk, an I/O error): 503, never 202."""
+
+
+@dataclass(frozen=True, slots=True)
+class BufferSettings:
+    max_size: int
+    max_records: int
+    strict_order: bool
+    idempotency_header: str
+    replay_backoff: float
+    max_replay_backoff: float
+
+
+class WriteBuffer:
+    def __init__(
+        self,
+        journal: Journal,
+        settings: BufferSettings,
+        *,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.journal = journal
+        self.settings = settings
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer")
+        self.queues: dict[str, deque[Write]] = {}  # route -> writes waiting, oldest first
+        self.bytes = 0  # frames of every write still in the journal (dead letters too)
+        self.records = 0
+        self._batch: list[tuple[Write, bytes, int, asyncio.Future[None]]] = []
+        self._committing: asyncio.Task[None] | None = None
+        self._replayer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._not_before: dict[str, float] = {}  # route -> when to try its head again
+        self._failures: dict[str, int] = {}
+        self.delivered = RecentCounts(clock)  # "delivered", "dead", "retry" per minute
+        self.totals: dict[tuple[str, str], int] = {}  # (route, verdict or "accepted") -> n
+        self._closed = False
+
+    async def _on_thread(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    # -- start and stop ------------------------------------------------------------
+
+    async def open(self, routes: Iterable[str]) -> None:
+        """Read the journal; writes for routes that no longer buffer become dead
+        letters (never sent to a different upstream)."""
+        await self._on_thread(self.journal.open)
+        known = set(routes)
+        for live in sorted(self.journal.live.values(), key=lambda live: live.write.seq):
+            write = live.write
+            self.bytes += write.size
+            self.records += 1
+            if live.dead is not None:
+                continue
+            if write.route not in known:
+                answer = {"reason": f"the route {write.route!r} no longer buffers writes"}
+                await self._on_thread(partial(self.journal.resolve, b"D", write.id, answer))
+                continue
+            self.queues.setdefault(write.route, deque()).append(write)
+        waiting = sum(len(q) for q in self.queues.values())
+        log.info("buffer: %d writes to replay, %d dead letters", waiting, self.dead_count())
+
+    def start(self, deliver: Deliver) -> None:
+        self._replayer = asyncio.create_task(self._replay(deliver), name="buffer replay")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._replayer, self._committing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._on_thread(self.journal.close)
+        self._thread.shutdown(wait=True)
+
+    # -- accepting -----------------------------------------------------------------
+
+    def pending(self, route: str) -> bool:
+        """Whether new writes for ``route`` must queue behind buffered ones."""
+        return self.settings.strict_order and bool(self.queues.get(route))
+
+    async def accept(
+        self,
+        route: str,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        idempotency_key: str | None,
+        client_ip: str | None,
+    ) -> Write:
+        """Keep a write durably; raises :class:`BufferFull` or :class:`BufferBroken`."""
+        size = len(body) + sum(len(n) + len(v) for n, v in headers) + len(target) + 256
+        if self.bytes + size > self.settings.max_size or self.records >= self.settings.max_records:
+            raise BufferFull(
+                f"the write buffer is full ({self.records} writes, {self.bytes} bytes)"
+            )
+        write = Write(
+            id=secrets.token_hex(8),
+            seq=self.journal.next_seq,
+            route=route,
+            method=method,
+            target=target,
+            headers=tuple(headers),
+            idempotency_key=idempotency_key or f"failover-{secrets.token_hex(16)}",
+            arrived=self._wall_clock(),
+            client_ip=client_ip,
+        )
+        self.journal.next_seq += 1
+        self.bytes += size  # reserved now, so concurrent accepts respect the bound
+        self.records += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.append((write, body, size, done))
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit(), name="buffer commit")
+        # Shielded: a client that goes away does not undo a write being synced (it is
+        # then kept and replayed; the client just never hears of it).
+        await asyncio.shield(done)
+        return write
+
+    async def _commit(self) -> None:
+        """Sync what has gathered, batch after batch, until nothing waits."""
+        while self._batch:
+            batch, self._batch = self._batch, []
+            writes = [(write, body) for write, body, _, _ in batch]
+            try:
+                await self._on_thread(partial(self.journal.add, writes))
+            except OSError as exc:
+                log.error("buffer: cannot write the journal: %s", exc)
+                for _, _, size, done in batch:
+                    self.bytes -= size
+                    self.records -= 1
+                    done.set_exception(BufferBroken(f"the write buffer cannot write: {exc}"))
+                continue
+            for write, _, size, done in batch:
+                kept = self.journal.live[write.id].write
+                self.bytes += kept.size - size  # the frame's real size
+                self.queues.setdefault(write.route, deque()).append(kept)
+                key = (write.route, "accepted")
+                self.totals[key] = self.totals.get(key, 0) + 1
+                done.set_result(None)
+            self._wake.set()
+
+    # -- replaying -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Try every route's head write now, whatever its backoff."""
+        self._not_before.clear()
+        self._wake.set()
+
+    async def _replay(self, deliver: Deliver) -> None:
+        while True:
+            self._wake.clear()
+            worked = False
+            for route in [r for r, q in self.queues.items() if q]:
+                if self._clock() < self._not_before.get(route, 0.0):
+                    continue
+                worked = await self._replay_head(route, deliver) or worked
+            if worked:
+                continue
+            delay = min(
+                (t - self._clock() for r, t in self._not_before.items() if self.queues.get(r)),
+                default=None,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), None if delay is None else max(0.0, delay)
+                )
+
+    async def _replay_head(self, route: str, deliver: Deliver) -> bool:
+        """Send the route's oldest write; True when it left the queue."""
+        queue = self.queues[route]
+        write = queue[0]
+        try:
+            body = await self._on_thread(lambda: self.journal.body(write.id))
+            result, answer = await deliver(write, body)
+        except Exception:
+            log.exception("buffer: replaying %s failed", write.id)
+            result, answer = Verdict.RETRY, None
+        self.delivered.add(result.value)
+        self.totals[route, result.value] = self.totals.get((route, result.value), 0) + 1
+        if result is Verdict.RETRY:
+            failures = self._failures[route] = self._failures.get(route, 0) + 1
+            wait = replay_backoff(
+                failures, self.settings.replay_backoff, self.settings.max_replay_backoff
+            )
+            self._not_before[route] = self._clock() + wait
+            return False
+        self._failures.pop(route, None)
+        self._not_before.pop(route, None)
+        queue.popleft()
+        if result is Verdict.DELIVERED:
+            await self._resolve(b"A", write, None)
+            self.bytes -= write.size
+            self.records -= 1
+        else:
+            await self._resolve(b"D", write, answer)
+            log.warning(
+                "buffer: write %s to route %s is a dead letter: %s", write.id, route, answer
+            )
+        return True
+
+    async def _resolve(self, kind: bytes, write: Write, answer: dict[str, Any] | None) -> None:
+        try:
+            await self._on_thread(lambda: self._resolve_and_compact(kind, write.id, answer))
+        except OSError as exc:  # not fatal: at worst the write is delivered again
+            log.error("buffer: cannot record the outcome of %s: %s", write.id, exc)
+
+    def _resolve_and_compact(
+        self, kind: bytes, write_id: str, answer: dict[str, Any] | None
+    ) -> None:
+        self.journal.resolve(kind, write_id, answer)
+        self.journal.compact()
+
+    # -- dead letters and status -----------------------------------------------------
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": live.write.id,
+                "route": live.write.route,
+                "method": live.write.method,
+                "target": live.write.target,
+                "idempotency_key": live.write.idempotency_key,
+                "arrived": live.write.arrived,
+                "answer": live.dead,
+            }
+            for live in sorted(self.journal.live.values(), key=lambda live: live.write.seq)
+            if live.dead is not None
+        ]
+
+    def dead_count(self) -> int:
+        return sum(1 for live in self.journal.live.values() if live.dead is not None)
+
+    async def retry_dead(self, write_id: str) -> bool:
+        live = self.journal.live.get(write_id)
+        if live is None or live.dead is None:
+            return False
+        await self._on_thread(lambda: self.journal.resolve(b"R", write_id))
+        queue = self.queues.setdefault(live.write.route, deque())
+        queue.append(live.write)
+        queue_sorted = sorted(queue, key=lambda w: w.seq)
+        queue.clear()
+        queue.extend(queue_sorted)
+        self.flush()
+        return True
+
+    async def delete_dead(self, write_id: str) -> bool:
+        live = self.journal.live.get(write_id)
+        if live is None or live.dead is None:
+            return False
+        size = live.write.size
+        await self._on_thread(lambda: self._resolve_and_compact(b"A", write_id, None))
+        self.bytes -= size
+        self.records -= 1
+        return True
+
+    def status(self) -> dict[str, Any]:
+        oldest = min(
+            (live.write.arrived for live in self.journal.live.values() if live.dead is None),
+            default=None,
+        )
+        recent = self.delivered.counts()
+        return {
+            "depth": sum(len(q) for q in self.queues.values()),
+            "bytes": self.bytes,
+            "max_bytes": self.settings.max_size,
+            "oldest_age_s": None if oldest is None else round(self._wall_clock() - oldest, 1),
+            "by_route": {route: len(q) for route, q in self.queues.items() if q},
+            "delivered_last_minute": recent["delivered"],
+            "failed_replays_last_minute": recent["retry"],
+            "dead_letters": self.dead_count(),
+        }

@@ -29,6 +29,8 @@ def _summary(config: Config) -> list[str]:
         )
         methods = ",".join(match.methods) if match.methods else "any method"
         fallback = "default payload" if route.default else "503"
+        if route.on_failure == "buffer":
+            fallback = f"write buffer (writes) -> {fallback}"
         lines.append(
             f"route {route.name}: {methods} {where} -> {' -> '.join(route.upstreams)} -> "
             f"{fallback} (deadline {format_duration(route.deadline)}, "

@@ -100,6 +100,10 @@ async def test_bundled_config_serves_its_default_with_nothing_running(tmp_path):
                 assert (await response.json())["drivers"] == []
             async with session.get(f"http://127.0.0.1:{port}/anything") as response:
                 assert response.status == 503
+            async with session.post(f"http://127.0.0.1:{port}/api/events", data=b"{}") as r:
+                assert r.status == 202
+                assert r.headers["X-Failover-Source"] == "buffer"
+        assert list((tmp_path / "buffer").glob("journal-*.log"))  # next to the config
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
             assert await process.wait() == 0

@@ -39,7 +39,7 @@ def edited(old: str, new: str) -> str:
 
 def test_the_bundled_config_loads_with_its_routes_in_file_order():
     config = load_file(BUNDLED)
-    assert [route.name for route in config.routes] == ["drivers", "everything-else"]
+    assert [route.name for route in config.routes] == ["drivers", "events", "everything-else"]
     drivers = config.routes[0]
     assert drivers.upstreams == ["primary", "backup"]
     assert drivers.deadline == 5.0
@@ -213,6 +213,8 @@ def test_check_prints_ok_and_one_line_per_route(capsys):
     assert lines[1:] == [
         "route drivers: GET,HEAD path_prefix=/api/telemetry/drivers -> primary -> backup -> "
         "default payload (deadline 5s, tries per upstream: 2)",
+        "route events: POST path_prefix=/api/events -> primary -> backup -> "
+        "write buffer (writes) -> 503 (deadline 15s, tries per upstream: 1)",
         "route everything-else: any method path_prefix=/ -> primary -> backup -> 503 "
         "(deadline 15s, tries per upstream: 1)",
     ]

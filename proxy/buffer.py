@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from proxy.buffer_rules import Verdict, replay_backoff
-from proxy.journal import Journal, Write
+from proxy.journal import Journal, Live, Write
 from proxy.stats import RecentCounts
 
 log = logging.getLogger("failover_proxy")
@@ -261,6 +261,11 @@ class WriteBuffer:
 
     # -- dead letters and status -----------------------------------------------------
 
+    def _lives(self) -> list[Live]:
+        """The journal's writes, copied in one step: its map changes on the buffer's
+        thread, and copying a dict view is atomic under the GIL, iterating it is not."""
+        return list(self.journal.live.values())
+
     def dead_letters(self) -> list[dict[str, Any]]:
         return [
             {
@@ -272,12 +277,12 @@ class WriteBuffer:
                 "arrived": live.write.arrived,
                 "answer": live.dead,
             }
-            for live in sorted(self.journal.live.values(), key=lambda live: live.write.seq)
+            for live in sorted(self._lives(), key=lambda live: live.write.seq)
             if live.dead is not None
         ]
 
     def dead_count(self) -> int:
-        return sum(1 for live in self.journal.live.values() if live.dead is not None)
+        return sum(1 for live in self._lives() if live.dead is not None)
 
     async def retry_dead(self, write_id: str) -> bool:
         live = self.journal.live.get(write_id)
@@ -304,7 +309,7 @@ class WriteBuffer:
 
     def status(self) -> dict[str, Any]:
         oldest = min(
-            (live.write.arrived for live in self.journal.live.values() if live.dead is None),
+            (live.write.arrived for live in self._lives() if live.dead is None),
             default=None,
         )
         recent = self.delivered.counts()

@@ -63,7 +63,7 @@ class Write:
 
 
 @dataclass
-class _Live:
+class Live:
     write: Write
     segment: int
     body_at: int  # offset of the body in the segment file
@@ -115,7 +115,7 @@ class Journal:
         self._lock_fd: int | None = None
         self._fd: int | None = None
         self.segments: list[Segment] = []
-        self.live: dict[str, _Live] = {}
+        self.live: dict[str, Live] = {}
         self.next_seq = 1
 
     # -- opening -------------------------------------------------------------------
@@ -196,7 +196,7 @@ class Journal:
             if old is not None:  # a copy made by compaction: the newer place wins
                 self._segment(old.segment).live.discard(write.id)
             dead = old.dead if old is not None else None
-            self.live[write.id] = _Live(
+            self.live[write.id] = Live(
                 write, segment.number, body_at, len(payload) - 4 - meta_len, dead
             )
             segment.live.add(write.id)
@@ -216,7 +216,7 @@ class Journal:
     def _segment(self, number: int) -> Segment:
         return next(s for s in self.segments if s.number == number)
 
-    def _forget(self, live: _Live) -> None:
+    def _forget(self, live: Live) -> None:
         del self.live[live.write.id]
         self._segment(live.segment).live.discard(live.write.id)
 
@@ -260,12 +260,19 @@ class Journal:
         frames = [encode_write(write, body) for write, body in writes]
         start = self._append(b"".join(frames))
         assert self._fd is not None
-        os.fdatasync(self._fd)
+        try:
+            os.fdatasync(self._fd)
+        except OSError:
+            # Not known to be durable, so not acknowledged: it must not be replayed
+            # either (the client may send it again).
+            os.ftruncate(self._fd, start)
+            self.segments[-1].size = start
+            raise
         segment = self.segments[-1]
         for (write, body), frame in zip(writes, frames, strict=True):
             sized = dataclasses.replace(write, size=len(frame))
             body_at = start + len(frame) - len(body)
-            self.live[write.id] = _Live(sized, segment.number, body_at, len(body))
+            self.live[write.id] = Live(sized, segment.number, body_at, len(body))
             segment.live.add(write.id)
             start += len(frame)
 

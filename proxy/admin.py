@@ -13,6 +13,7 @@ Calls (JSON in, JSON out):
   "host", "target", "headers"}}`` (the entry a request like that would use).
 - ``GET /admin/drills``; ``POST /admin/drills`` ``{"upstream", "kind", "percent",
   "duration", "latency", "status"}``; ``DELETE /admin/drills/{upstream}``.
+- ``POST /admin/reload``: reload config.yaml now (400 with the reason if refused).
 - ``GET /admin/buffer`` (depth, bytes, dead letters with their last answer);
   ``POST /admin/buffer/flush``; ``POST /admin/buffer/dead/{id}/retry``;
   ``DELETE /admin/buffer/dead/{id}``.
@@ -38,6 +39,7 @@ from proxy.drills import KINDS, Drill, Drills
 from proxy.forward import ProxyHandler
 from proxy.health import Observed
 from proxy.ops import Ops
+from proxy.reloader import Reloader
 from proxy.routing import BadTarget, normalise_target
 from proxy.runtime import with_upstream_order
 from proxy.status_page import PAGE
@@ -69,8 +71,15 @@ def _json(body: object, status: int = 200) -> web.Response:
 
 class AdminApi:
     def __init__(
-        self, token: str, handler: ProxyHandler, observed: Observed, drills: Drills, ops: Ops
+        self,
+        token: str,
+        handler: ProxyHandler,
+        observed: Observed,
+        drills: Drills,
+        ops: Ops,
+        reloader: Reloader | None = None,
     ) -> None:
+        self.reloader = reloader
         self._expected = f"Bearer {token}".encode()
         self.handler = handler
         self.observed = observed
@@ -89,6 +98,7 @@ class AdminApi:
         app.router.add_get("/admin/drills", self._list_drills)
         app.router.add_post("/admin/drills", self._start_drill)
         app.router.add_delete("/admin/drills/{upstream}", self._stop_drill)
+        app.router.add_post("/admin/reload", self._reload)
         app.router.add_get("/admin/buffer", self._buffer_status)
         app.router.add_post("/admin/buffer/flush", self._buffer_flush)
         app.router.add_post("/admin/buffer/dead/{id}/retry", self._dead_retry)
@@ -246,6 +256,15 @@ class AdminApi:
             raise AdminError(404, f"no drill runs on {upstream!r}")
         log.warning("admin: drill on %s stopped", upstream)
         return _json({"stopped": upstream})
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        if self.reloader is None:
+            raise AdminError(404, "this proxy was not started from a config file")
+        result = await self.reloader.reload("admin API")
+        body = {"reloaded": result.applied, "message": result.message}
+        if result.needs_restart:
+            body["needs_restart"] = list(result.needs_restart)
+        return _json(body, 200 if result.applied else 400)
 
     def _write_buffer(self) -> WriteBuffer:
         if self.handler.buffer is None:

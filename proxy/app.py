@@ -29,6 +29,7 @@ from proxy.guard import UpstreamGuard
 from proxy.health import ConfigInfo, Observed
 from proxy.journal import Journal, JournalLocked
 from proxy.ops import Ops
+from proxy.reloader import Reloader
 from proxy.runtime import build_runtime
 from proxy.server import StartupError, build_server, require_strict_parser
 from proxy.stats import Stats
@@ -109,8 +110,11 @@ class ProxyApp:
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self.admin_port: int | None = None
-        self._checks: list[asyncio.Task[None]] = []
+        self._checks: dict[str, asyncio.Task[None]] = {}
         self.port: int | None = None
+        self.reloader = (
+            Reloader(self, config_file, config.reload.poll_interval) if config_file else None
+        )
 
     async def start(self) -> None:
         require_strict_parser()
@@ -119,11 +123,7 @@ class ProxyApp:
         await self._open_buffer()
         for name, settings in runtime.upstreams.items():
             self.clients[name] = UpstreamClient(settings)
-            if settings.health_check is not None:
-                checker = HealthChecker(
-                    self.clients[name], self.guards[name], settings.health_check
-                )
-                self._checks.append(asyncio.create_task(checker.run(), name=f"check {name}"))
+            self.start_check(name)
         config = runtime.config
         server = build_server(self.handler, config.limits)
         self._runner = web.ServerRunner(
@@ -150,7 +150,21 @@ class ProxyApp:
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info("listening on %s:%s (event loop: %s)", config.listen.host, self.port, loop_name)
         await self._start_admin(config)
+        if self.reloader is not None:
+            await self.reloader.start()
         self.ops.ready = True
+
+    def start_check(self, name: str) -> None:
+        """The upstream's active health check, if it has one (at start, or a reload)."""
+        settings = self.handler.runtime.upstreams[name].health_check
+        if settings is not None:
+            checker = HealthChecker(self.clients[name], self.guards[name], settings)
+            self._checks[name] = asyncio.create_task(checker.run(), name=f"check {name}")
+
+    def stop_check(self, name: str) -> None:
+        task = self._checks.pop(name, None)
+        if task is not None:
+            task.cancel()
 
     async def _start_admin(self, config: Config) -> None:
         """The admin listener, only with a token: without one it does not start."""
@@ -165,7 +179,7 @@ class ProxyApp:
                 TOKEN_ENV,
             )
             return
-        api = AdminApi(token, self.handler, self.observed, self.drills, self.ops)
+        api = AdminApi(token, self.handler, self.observed, self.drills, self.ops, self.reloader)
         self._admin_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await self._admin_runner.setup()
         site = web.TCPSite(
@@ -216,9 +230,11 @@ class ProxyApp:
 
     async def stop(self) -> None:
         self.ops.ready = False
-        for task in self._checks:
+        if self.reloader is not None:
+            await self.reloader.stop()
+        for task in self._checks.values():
             task.cancel()
-        await asyncio.gather(*self._checks, return_exceptions=True)
+        await asyncio.gather(*self._checks.values(), return_exceptions=True)
         self._checks.clear()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -245,6 +261,17 @@ async def serve(config: Config, base: Path, config_file: Path | None = None) -> 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await app.start()
+    reloader = app.reloader
+    if reloader is not None:
+        pending: set[asyncio.Task[object]] = set()
+
+        def on_hup() -> None:
+            task = asyncio.create_task(reloader.reload("SIGHUP"))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await stop.wait()
         log.info("shutting down: draining in-flight requests for up to %ss", config.shutdown_grace)

@@ -65,7 +65,10 @@ def _run(path: str) -> int:
         return 1
     logs.configure(config.logging.level, config.logging.format, config.logging.access_log)
     try:
-        run(config, Path(path).resolve().parent, Path(path).resolve())
+        # Not resolve(): in a Kubernetes ConfigMap the file is a symlink through ..data,
+        # which a reload must follow anew, and files next to it are found through it too.
+        config_file = Path(path).absolute()
+        run(config, config_file.parent, config_file)
     except StartupError as exc:
         print(f"failover-proxy: {exc}", file=sys.stderr)
         return 1

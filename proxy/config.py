@@ -282,6 +282,10 @@ class Buffer(Model):
         return value
 
 
+class Reload(Model):
+    poll_interval: Duration = 2.0  # how often the file is looked at; 0: only SIGHUP and admin
+
+
 class Admin(Model):
     """The operator's side: its own listener, and a few read-only paths on the main one."""
 
@@ -330,6 +334,7 @@ class Config(Model):
     admin: Admin = Admin()
     logging: Logging = Logging()
     buffer: Buffer = Buffer()
+    reload: Reload = Reload()
 
 
 def reference_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from proxy.cache import Entry
+from proxy.guard import UpstreamGuard
 from proxy.runtime import RouteRuntime, Runtime
+from proxy.upstream import UpstreamClient
 
 
 @dataclass(slots=True)
@@ -30,6 +32,9 @@ class Exchange:
     stored: Entry | None = None  # what this exchange kept in the cache
     request_id: str = ""  # the client's X-Request-Id, or one of ours; sent upstream
     attempts: list[tuple[str, str]] = field(default_factory=list)  # (upstream, outcome)
+    # the upstream pools and guards of the config the request started with
+    clients: Mapping[str, UpstreamClient] = field(default_factory=dict)
+    guards: Mapping[str, UpstreamGuard] = field(default_factory=dict)
 
     @classmethod
     def of(

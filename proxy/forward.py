@@ -70,8 +70,9 @@ class Chosen:
 class ProxyHandler:
     """The aiohttp low-level handler.
 
-    ``runtime`` is the snapshot new requests are served with; a reload assigns a new one,
-    and requests in flight keep the one they read at their start.
+    ``runtime``, ``clients`` and ``guards`` are what new requests are served with; a
+    reload replaces all three at once (:meth:`serve_with`), and a request in flight keeps
+    the ones it read at its start (its :class:`Exchange` holds them).
     """
 
     def __init__(
@@ -84,8 +85,8 @@ class ProxyHandler:
         drills: Drills,
     ) -> None:
         self.runtime = runtime
-        self._clients = clients
-        self._guards = guards
+        self.clients = clients
+        self.guards = guards
         self.store = store
         self.stats = stats
         self.drills = drills
@@ -95,6 +96,15 @@ class ProxyHandler:
         self._id_count = itertools.count(1)
         self.cache = CacheFront(store, stats, self)
         self.buffer: WriteBuffer | None = None  # the durable write buffer, when configured
+
+    def serve_with(
+        self,
+        runtime: Runtime,
+        clients: dict[str, UpstreamClient],
+        guards: dict[str, UpstreamGuard],
+    ) -> None:
+        """Swap in a reloaded config: one step, no await, so no request sees a mix."""
+        self.runtime, self.clients, self.guards = runtime, clients, guards
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
@@ -112,6 +122,7 @@ class ProxyHandler:
         if route is None:
             return own_answer(runtime, proxy_error(404, "no route matches this request"))
         exchange = Exchange.of(request, runtime, route, path, query)
+        exchange.clients, exchange.guards = self.clients, self.guards
         exchange.request_id = headers.get("X-Request-Id") or self._new_request_id()
         started = asyncio.get_running_loop().time()
         try:
@@ -223,7 +234,7 @@ class ProxyHandler:
         while (upstream := step.upstream) is not None:
             if step.delay:
                 await asyncio.sleep(step.delay)
-            guard = self._guards[upstream]
+            guard = exchange.guards[upstream]
             ticket = guard.admit(retry=step.retry)
             upstream_stats = self.stats.upstreams[upstream]
             if isinstance(ticket, Failure):  # skipped without a connection attempt
@@ -231,7 +242,7 @@ class ProxyHandler:
                 exchange.attempts.append((upstream, ticket))
                 step = plan.after_failure(ticket, now=loop.time())
                 continue
-            client = self._clients[upstream]
+            client = exchange.clients[upstream]
             upstream_headers = runtime.forwarding.upstream_request(
                 exchange.headers,
                 version=exchange.version,
@@ -330,11 +341,11 @@ class ProxyHandler:
         path, _, query = write.target.partition("?")
         loop = asyncio.get_running_loop()
         for upstream in route.upstreams:
-            guard = self._guards[upstream]
+            guard = self.guards[upstream]
             ticket = guard.admit()
             if isinstance(ticket, Failure):
                 continue
-            client = self._clients[upstream]
+            client = self.clients[upstream]
             upstream_headers = runtime.forwarding.upstream_request(
                 headers,
                 version=(1, 1),
@@ -374,8 +385,8 @@ class ProxyHandler:
     def route_health(self, route: RouteRuntime) -> Health:
         """DESIGN.md 2: a fresh hit is healthy while the first upstream would be tried,
         degraded while it is skipped (its upstreams are failing)."""
-        guard = self._guards[route.upstreams[0]]
-        return Health.DEGRADED if guard.skipping() else Health.HEALTHY
+        guard = self.guards.get(route.upstreams[0])  # a reload may have removed it
+        return Health.DEGRADED if guard is not None and guard.skipping() else Health.HEALTHY
 
 
 def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:

@@ -40,6 +40,7 @@ class ConfigInfo:
     loaded_at: float  # wall clock
     last_reload_error: str | None = None
     reloads: dict[str, int] = field(default_factory=dict)  # "success"/"failure" -> count
+    needs_restart: list[str] = field(default_factory=list)  # changes not applied by a reload
 
 
 @dataclass
@@ -106,6 +107,8 @@ def report(observed: Observed) -> dict[str, Any]:
             "file": observed.config.file,
             "loaded_at": iso(observed.config.loaded_at),
             "last_reload_error": observed.config.last_reload_error,
+            "needs_restart": observed.config.needs_restart,
+            "reloads": observed.config.reloads,
         },
         "recent_events": [
             {
@@ -323,6 +326,12 @@ def recommendations(body: dict[str, Any], runtime: Runtime) -> list[str]:
         said.append(
             f"{buffer['dead_letters']} buffered writes were refused by their upstream and wait "
             "as dead letters: see GET /admin/buffer, then retry or delete them"
+        )
+    if body["config"]["needs_restart"]:
+        said.append(
+            "the config file changes "
+            + ", ".join(body["config"]["needs_restart"])
+            + ": that takes a restart; the rest of the file is in use"
         )
     if body["config"]["last_reload_error"]:
         said.append(

@@ -198,3 +198,15 @@ class Stats:
         self.routes = {name: RouteStats(name, clock) for name in routes}
         self.upstreams = {name: UpstreamStats(name, clock, wall_clock) for name in upstreams}
         self.cache = CacheStats()
+        self._clock = clock
+        self._wall_clock = wall_clock
+
+    def ensure(self, routes: Iterable[str], upstreams: Iterable[str]) -> None:
+        """Counters for routes and upstreams a reload added (the old ones stay: Prometheus
+        counters never go back)."""
+        for name in routes:
+            if name not in self.routes:
+                self.routes[name] = RouteStats(name, self._clock)
+        for name in upstreams:
+            if name not in self.upstreams:
+                self.upstreams[name] = UpstreamStats(name, self._clock, self._wall_clock)

@@ -1,0 +1,147 @@
+"""Applying a reload to a running proxy (DESIGN.md section 9): validate the file and
+build the new snapshot off to the side, then swap it in with one assignment. State
+carries over as :func:`proxy.reload.plan` says; upstreams that went away are drained
+(their in-flight calls finish) and then closed. A file that does not validate is
+refused: the old config keeps serving, and the refusal is logged, counted and shown
+in ``/health`` until a good file loads.
+
+Triggers: the file's content or symlink target changing (polled every
+``reload.poll_interval``), SIGHUP, and ``POST /admin/reload``; one reload at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from proxy import logs
+from proxy.guard import UpstreamGuard
+from proxy.loader import ConfigError, load_file
+from proxy.reload import FileWatch, plan
+from proxy.runtime import build_runtime
+from proxy.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from proxy.app import ProxyApp
+
+log = logging.getLogger("failover_proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    applied: bool
+    message: str  # what changed, or why the file was refused
+    needs_restart: tuple[str, ...] = ()
+
+
+class Reloader:
+    def __init__(self, app: ProxyApp, path: Path, poll_interval: float) -> None:
+        self.app = app
+        self.path = path
+        self.poll_interval = poll_interval
+        self.watch = FileWatch(path)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._draining: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.watch.changed(await asyncio.to_thread(self.watch.look))  # the file as started
+        if self.poll_interval > 0:
+            self._task = asyncio.create_task(self._poll(), name="config watch")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._draining) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if self.watch.changed(await asyncio.to_thread(self.watch.look)):
+                await self.reload("the file changed")
+
+    async def reload(self, trigger: str) -> ReloadResult:
+        async with self._lock:
+            result = await self._reload(trigger)
+        info = self.app.observed.config
+        key = "success" if result.applied else "failure"
+        info.reloads[key] = info.reloads.get(key, 0) + 1
+        if result.applied:
+            info.last_reload_error = None
+            info.loaded_at = self.app.observed.wall_clock()
+            info.needs_restart = list(result.needs_restart)
+            log.warning("config reloaded (%s): %s", trigger, result.message)
+        else:
+            info.last_reload_error = result.message
+            log.error(
+                "config reload refused (%s), the old config keeps serving: %s",
+                trigger,
+                result.message,
+            )
+        return result
+
+    async def _reload(self, trigger: str) -> ReloadResult:
+        app = self.app
+        try:
+            config = await asyncio.to_thread(load_file, self.path)
+            runtime = await asyncio.to_thread(build_runtime, config, app.base)
+        except ConfigError as exc:
+            return ReloadResult(False, str(exc))
+        except (OSError, ValueError) as exc:
+            return ReloadResult(False, f"{self.path}: {exc}")
+        handler = app.handler
+        old = handler.runtime
+        change = plan(old, runtime)
+        observed = app.observed
+        guards = {
+            name: app.guards[name]
+            if name in change.kept
+            else UpstreamGuard(
+                settings, clock=observed.clock, wall_clock=observed.wall_clock, events=app.events
+            )
+            for name, settings in runtime.upstreams.items()
+        }
+        clients = {
+            name: app.clients[name] if name in change.kept else UpstreamClient(settings)
+            for name, settings in runtime.upstreams.items()
+        }
+        app.stats.ensure([route.name for route in runtime.routes], runtime.upstreams)
+        old_clients, old_guards = app.clients, app.guards
+        # The swap: from here new requests see the new config; none sees a mix.
+        handler.serve_with(runtime, clients, guards)
+        app.clients, app.guards, observed.guards = clients, guards, guards
+        for route in change.purge_routes:
+            handler.store.purge(route)
+        for name in change.removed:
+            app.stop_check(name)
+            if name not in runtime.upstreams:
+                app.drills.stop(name, "its upstream was removed from the config")
+            drain = asyncio.create_task(self._drain(old_guards[name], old_clients[name]))
+            self._draining.add(drain)
+            drain.add_done_callback(self._draining.discard)
+        for name in change.fresh:
+            app.start_check(name)
+        if config.logging != old.config.logging:
+            logs.configure(config.logging.level, config.logging.format, config.logging.access_log)
+        summary = (
+            f"{len(runtime.routes)} routes; upstreams kept {sorted(change.kept)}, "
+            f"new or changed {sorted(change.fresh)}, removed or replaced "
+            f"{sorted(change.removed)}; cache cleared for {sorted(change.purge_routes)}"
+        )
+        if change.needs_restart:
+            summary += f"; needs a restart to apply: {', '.join(change.needs_restart)}"
+        return ReloadResult(True, summary, change.needs_restart)
+
+    async def _drain(self, guard: UpstreamGuard, client: UpstreamClient) -> None:
+        """Close a replaced upstream's pool once its in-flight calls are done (or the
+        shutdown grace has passed)."""
+        grace = self.app.handler.runtime.config.shutdown_grace
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace
+        while guard.in_flight > 0 and loop.time() < until:
+            await asyncio.sleep(0.05)
+        await client.close()

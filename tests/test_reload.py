@@ -1,0 +1,258 @@
+"""Hot reload, decided and applied: what carries over, what is refused, what needs a
+restart (the plan as a pure function, and the running proxy through its answers)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from proxy.admin import TOKEN_ENV
+from proxy.app import ProxyApp
+from proxy.config import Config
+from proxy.reload import FileWatch, plan
+from proxy.runtime import build_runtime
+from tests.conftest import LOOPBACK, FakeClock, route
+
+TOKEN = "reload-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def runtime(config: dict[str, Any], tmp_path: Path):
+    return build_runtime(Config.model_validate(config), tmp_path)
+
+
+def base_config(**extra: Any) -> dict[str, Any]:
+    return {
+        "upstreams": {
+            "a": {"url": "http://127.0.0.1:1001"},
+            "b": {"url": "http://127.0.0.1:1002"},
+        },
+        "routes": [route("r", ("a", "b"), cache={"stale_for": "1h"})],
+        **extra,
+    }
+
+
+def test_the_plan_keeps_what_did_not_change(tmp_path: Path):
+    old = base_config()
+    new = base_config()
+    new["upstreams"]["b"] = {"url": "http://127.0.0.1:1002", "timeouts": {"read": "2s"}}
+    new["upstreams"]["c"] = {"url": "http://127.0.0.1:1003"}
+    new["routes"][0]["upstreams"] = ["b", "a"]  # reordered: key rules unchanged
+    change = plan(runtime(old, tmp_path), runtime(new, tmp_path))
+    assert change.kept == {"a"}
+    assert change.fresh == {"b", "c"}
+    assert change.removed == {"b"}  # replaced: the old one is drained
+    assert change.purge_routes == frozenset()
+    assert change.needs_restart == ()
+
+
+def test_the_plan_clears_caches_whose_key_rules_changed(tmp_path: Path):
+    new = base_config()
+    new["routes"][0]["cache"] = {"stale_for": "1h", "vary_headers": ["Accept-Language"]}
+    assert plan(runtime(base_config(), tmp_path), runtime(new, tmp_path)).purge_routes == {"r"}
+    longer = base_config()
+    longer["routes"][0]["cache"] = {"stale_for": "2h"}  # not a key rule: entries still fit
+    assert plan(runtime(base_config(), tmp_path), runtime(longer, tmp_path)).purge_routes == set()
+    gone = base_config()
+    gone["routes"][0].pop("cache")
+    assert plan(runtime(base_config(), tmp_path), runtime(gone, tmp_path)).purge_routes == {"r"}
+
+
+def test_listener_and_file_changes_need_a_restart(tmp_path: Path):
+    new = base_config(listen={"host": "127.0.0.1", "port": 9999}, buffer={"path": "b"})
+    change = plan(runtime(base_config(), tmp_path), runtime(new, tmp_path))
+    assert change.needs_restart == ("listen (running on 0.0.0.0:8080)", "buffer.path")
+
+
+def test_the_watch_sees_content_and_target_changes(tmp_path: Path):
+    first, second = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    first.write_text("a: 1\n")
+    second.write_text("a: 1\n")
+    link = tmp_path / "config.yaml"
+    link.symlink_to(first)
+    watch = FileWatch(link)
+    assert not watch.changed(watch.look())  # the first look is the baseline
+    assert not watch.changed(watch.look())
+    first.write_text("a: 2\n")
+    assert watch.changed(watch.look())
+    tmp = tmp_path / "tmp-link"
+    tmp.symlink_to(second)
+    os.replace(tmp, link)  # same content, another file: still a change (a ConfigMap swap)
+    assert watch.changed(watch.look())
+    assert not watch.changed(None)  # unreadable mid-swap: no change assumed
+
+
+# -- the running proxy -------------------------------------------------------------
+
+
+@pytest.fixture
+async def running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Callable[..., Awaitable[tuple[ProxyApp, Path]]]]:
+    apps: list[ProxyApp] = []
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+
+    async def start(config: dict[str, Any], clock: FakeClock | None = None):
+        config = {
+            "listen": {"host": LOOPBACK, "port": 0},
+            "admin": {"host": LOOPBACK, "port": 0},
+            "reload": {"poll_interval": 0},  # these tests reload through the admin API
+            **config,
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(json.dumps(config))
+        extra = {"clock": clock, "wall_clock": clock} if clock else {}
+        app = ProxyApp(Config.model_validate(config), tmp_path, config_file=path, **extra)
+        await app.start()
+        apps.append(app)
+        return app, path
+
+    yield start
+    for app in apps:
+        await app.stop()
+
+
+async def named(http_upstream, name: str, state: dict[str, bool] | None = None):
+    async def answer(request: web.Request) -> web.Response:
+        if state is not None and state.get("down"):
+            return web.Response(status=503)
+        return web.json_response({"from": name})
+
+    return await http_upstream(answer)
+
+
+async def reload(client, app: ProxyApp, path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    config = {
+        "listen": {"host": LOOPBACK, "port": 0},
+        "admin": {"host": LOOPBACK, "port": 0},
+        "reload": {"poll_interval": 0},
+        **config,
+    }
+    path.write_text(json.dumps(config))
+    return await admin_reload(client, app)
+
+
+async def admin_reload(client, app: ProxyApp) -> dict[str, Any]:
+    url = f"http://{LOOPBACK}:{app.admin_port}/admin/reload"
+    async with client.post(url, headers=AUTH) as response:
+        return {"status": response.status, **await response.json()}
+
+
+async def health(client, app: ProxyApp) -> dict[str, Any]:
+    async with client.get(f"http://{LOOPBACK}:{app.port}/_failover/health") as response:
+        return await response.json()
+
+
+async def served_by(client, app: ProxyApp, path: str = "/x") -> str:
+    async with client.get(f"http://{LOOPBACK}:{app.port}{path}") as response:
+        return response.headers["X-Failover-Source"]
+
+
+async def test_an_invalid_file_is_refused_and_the_old_config_keeps_serving(
+    running, http_upstream, client, caplog
+):
+    a = await named(http_upstream, "a")
+    config = {"upstreams": {"a": {"url": a.url}}, "routes": [route("r", ("a",))]}
+    app, path = await running(config)
+    path.write_text("routes:\n  - name: r\n    upstreams: [nowhere]\n")
+    with caplog.at_level(logging.ERROR, logger="failover_proxy"):
+        result = await admin_reload(client, app)
+    assert result["status"] == 400
+    assert result["message"].endswith("config.yaml:1: upstreams: required key is missing")
+    assert "config reload refused (admin API)" in caplog.text
+    assert await served_by(client, app) == "a"
+    body = await health(client, app)
+    assert body["config"]["last_reload_error"] == result["message"]
+    assert body["config"]["reloads"] == {"failure": 1}
+    assert any("the last config reload failed" in r for r in body["recommendations"])
+    for bad in ("a: [unclosed\n", "x: &a [1]\ny: *a\n", "#" * (1024 * 1024 + 1)):
+        path.write_text(bad)
+        assert (await admin_reload(client, app))["status"] == 400
+    assert await served_by(client, app) == "a"
+    assert (await reload(client, app, path, config))["status"] == 200  # a good file again
+    body = await health(client, app)
+    assert body["config"]["last_reload_error"] is None
+    assert body["config"]["reloads"] == {"failure": 4, "success": 1}
+
+
+async def test_a_missing_body_file_is_refused(running, http_upstream, client, refused_url):
+    config = {"upstreams": {"a": {"url": refused_url}}, "routes": [route("r", ("a",))]}
+    app, path = await running(config)
+    bad = dict(config, routes=[route("r", ("a",), default={"body_file": "missing.json"})])
+    result = await reload(client, app, path, bad)
+    assert result["status"] == 400
+    assert "missing.json" in result["message"]
+
+
+async def test_a_new_listen_port_is_reported_not_half_applied(running, http_upstream, client):
+    a = await named(http_upstream, "a")
+    config = {"upstreams": {"a": {"url": a.url}}, "routes": [route("r", ("a",))]}
+    app, path = await running(config)
+    port = app.port
+    changed = dict(config, routes=[route("r", ("a",), deadline="3s")])
+    admin = {"host": LOOPBACK, "port": 0}
+    path.write_text(
+        json.dumps({**changed, "admin": admin, "listen": {"host": LOOPBACK, "port": 1}})
+    )
+    result = await admin_reload(client, app)
+    assert result["status"] == 200
+    assert result["needs_restart"] == [f"listen (running on {LOOPBACK}:0)"]
+    assert app.port == port
+    assert await served_by(client, app) == "a"  # still on the old listener
+    body = await health(client, app)
+    assert any("that takes a restart" in r for r in body["recommendations"])
+
+
+async def test_cache_entries_carry_over_unless_their_key_rules_change(
+    running, http_upstream, client
+):
+    state = {"down": False}
+    a = await named(http_upstream, "a", state)
+    upstream = {"url": a.url, "circuit_breaker": {"enabled": False}}
+    config = {
+        "upstreams": {"a": upstream},
+        "routes": [route("r", ("a",), cache={"stale_for": "1h"})],
+    }
+    app, path = await running(config)
+    await served_by(client, app)  # stored
+    state["down"] = True
+    longer = dict(config, routes=[route("r", ("a",), cache={"stale_for": "2h"})])
+    assert (await reload(client, app, path, longer))["status"] == 200
+    assert await served_by(client, app) == "cache"  # same key rules: still there
+    rekeyed = dict(
+        config, routes=[route("r", ("a",), cache={"stale_for": "2h", "ignore_params": ["t"]})]
+    )
+    assert (await reload(client, app, path, rekeyed))["status"] == 200
+    assert await served_by(client, app) == "a"  # gone: the 503 passes through
+
+
+async def test_pins_drills_and_reorders_after_a_reload(running, http_upstream, client):
+    a, b = await named(http_upstream, "a"), await named(http_upstream, "b")
+    config = {
+        "upstreams": {"a": {"url": a.url}, "b": {"url": b.url}},
+        "routes": [route("r", ("a", "b"))],
+    }
+    app, path = await running(config)
+    admin = f"http://{LOOPBACK}:{app.admin_port}"
+    async with client.put(
+        admin + "/admin/upstreams/a/circuit", headers=AUTH, json={"state": "open"}
+    ):
+        pass
+    async with client.put(
+        admin + "/admin/routes/r/upstreams", headers=AUTH, json={"order": ["b", "a"]}
+    ):
+        pass
+    assert (await reload(client, app, path, dict(config, shutdown_grace="5s")))["status"] == 200
+    assert await served_by(client, app) == "b"  # a is still pinned open: its guard carried over
+    async with client.put(
+        admin + "/admin/upstreams/a/circuit", headers=AUTH, json={"state": "automatic"}
+    ):
+        pass
+    assert await served_by(client, app) == "a"  # the reorder lasted until the reload

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -78,6 +79,32 @@ def _run(path: str) -> int:
     return 0
 
 
+def _schema() -> int:
+    """The JSON Schema of config.yaml, for editors (yaml-language-server and friends)."""
+    schema = Config.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "failover-proxy config.yaml"
+    _drop_defaults(schema)
+    print(json.dumps(schema, indent=2, sort_keys=True))
+    return 0
+
+
+def _drop_defaults(node: object) -> None:
+    """Defaults are shown as the numbers they became (86400.0 for 24h), which the unit
+    types would refuse; the README lists them as written."""
+    if isinstance(node, dict):
+        node.pop("default", None)
+        for key, value in node.items():
+            if key in ("properties", "$defs"):  # maps of names: a key may be "default"
+                for schema in value.values():
+                    _drop_defaults(schema)
+            else:
+                _drop_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_defaults(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="failover-proxy", description=__doc__)
     parser.add_argument("--version", action="version", version=f"failover-proxy {__version__}")
@@ -86,7 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument("--config", default="config.yaml", help="path to config.yaml")
     check_parser = commands.add_parser("check", help="validate a config file without serving")
     check_parser.add_argument("file")
+    commands.add_parser("schema", help="print the JSON Schema of config.yaml")
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.file)
+    if args.command == "schema":
+        return _schema()
     return _run(args.config)

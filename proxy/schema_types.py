@@ -12,13 +12,51 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
 )
 
 from proxy.units import parse_duration, parse_ratio, parse_size
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Ratio = Annotated[float, BeforeValidator(parse_ratio)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+# What editors see (``failover-proxy schema``): the units as written, not the numbers
+# they become.
+_DURATION_SCHEMA = {
+    "description": "a duration with its unit: 250ms, 5s, 2m, 24h, 7d (or 0)",
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)\s*$"},
+        {"const": 0},
+    ],
+}
+_SIZE_SCHEMA = {
+    "description": "bytes, or a size with its unit: 64KiB, 1MiB, 1GiB (KB/MB/GB: powers of 1000)",
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$"},
+    ],
+}
+_RATIO_SCHEMA = {
+    "description": "a percentage such as 50%, or a number from 0 to 1",
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"},
+        {"type": "number", "minimum": 0, "maximum": 1},
+    ],
+}
+_STATUS_LIST_SCHEMA = {
+    "type": "array",
+    "items": {
+        "anyOf": [
+            {"type": "integer", "minimum": 100, "maximum": 599},
+            {"enum": ["2xx", "3xx", "4xx", "5xx"]},
+        ]
+    },
+}
+
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA, mode="validation")
+]
+Ratio = Annotated[
+    float, BeforeValidator(parse_ratio), WithJsonSchema(_RATIO_SCHEMA, mode="validation")
+]
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(_SIZE_SCHEMA, mode="validation")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -39,7 +77,9 @@ def _as_float(value: object) -> object:
 
 
 Number = Annotated[float, BeforeValidator(_as_float)]
-StatusList = Annotated[list[Any], AfterValidator(status_list)]
+StatusList = Annotated[
+    list[Any], AfterValidator(status_list), WithJsonSchema(_STATUS_LIST_SCHEMA, mode="validation")
+]
 
 
 def header_name(value: str) -> str:

@@ -91,15 +91,17 @@ def run_load(tool: str, url: str, connections: int, duration: int, cpu: int | No
     """``tool`` is ``wrk`` or ``python``; the run lasts ``duration`` seconds."""
     if tool == "wrk":
         argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
-        return parse_wrk(_run(argv, duration, cpu))
+        return parse_wrk(run_bounded(argv, duration, cpu))
     argv = [
         sys.executable, str(BENCH_DIR / "loadgen.py"), "--url", url,
         "--connections", str(connections), "--duration", str(duration),
     ]  # fmt: skip
-    return _parse_loadgen(_run(argv, duration, cpu))
+    return _parse_loadgen(run_bounded(argv, duration, cpu))
 
 
-def _run(argv: list[str], duration: int, cpu: int | None) -> str:
+def run_bounded(argv: list[str], duration: int, cpu: int | None) -> str:
+    """Run a load generator meant to last ``duration`` seconds, pinned to ``cpu``; its
+    stdout. ``LoadError`` when it fails or overruns by 30 s."""
     try:
         out = subprocess.run(
             pinned(argv, cpu), check=False, capture_output=True, text=True, timeout=duration + 30

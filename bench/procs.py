@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -94,12 +95,20 @@ class Children:
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, name: str, argv: list[str], cpu: int | None, cwd: Path | None = None
+        self,
+        name: str,
+        argv: list[str],
+        cpu: int | None,
+        cwd: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """``extra_env`` is added to this process's environment for the child only."""
+        env = {**os.environ, **extra_env} if extra_env else None
         with open(self.log_path(name), "wb") as log:
             proc = subprocess.Popen(
                 pinned(argv, cpu),
                 cwd=cwd,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -157,12 +166,19 @@ def fetch(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 def fetch_with_headers(
-    port: int, path: str, timeout: float = 5.0
+    port: int,
+    path: str,
+    timeout: float = 5.0,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
-    """Like ``fetch``, with the response headers (looked up case-insensitively)."""
+    """Like ``fetch``, with the response headers (looked up case-insensitively); also
+    for other methods, with a request body and request headers."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request(method, path, body=body, headers=dict(headers or {}))
         resp = conn.getresponse()
         return resp.status, resp.headers, resp.read()
     finally:

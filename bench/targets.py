@@ -24,7 +24,7 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import payloads
@@ -38,7 +38,9 @@ DEFAULT_PROXY_CMD = "{python} -m proxy run --config {config}"
 Proc = subprocess.Popen[bytes]
 
 
-def _nginx_main(prefix: Path, http_block: str) -> str:
+def nginx_main(prefix: Path, http_block: str) -> str:
+    """A whole nginx.conf: one worker, everything it writes under ``prefix``, no access
+    log unless ``http_block`` (the inside of ``http {}``) turns one on."""
     temp_paths = "\n".join(
         f"    {kind}_temp_path {prefix / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -54,7 +56,7 @@ def _nginx_main(prefix: Path, http_block: str) -> str:
 
 
 def nginx_upstream_conf(prefix: Path, port: int, www: Path) -> str:
-    return _nginx_main(
+    return nginx_main(
         prefix,
         "    sendfile on;\n    tcp_nopush on;\n    types { }\n"
         f"    server {{\n        listen {HOST}:{port} backlog=1024;\n        root {www};\n"
@@ -69,7 +71,7 @@ def nginx_proxy_conf(prefix: Path, port: int, upstream_port: int) -> str:
     """proxy_pass to a keep-alive pool the size of the Python proxies' pools (100).
     Buffers hold a 1 MiB body in memory, as the Python proxies do, instead of
     spilling it to a temp file."""
-    return _nginx_main(
+    return nginx_main(
         prefix,
         f"    upstream backend {{\n        server {HOST}:{upstream_port};\n"
         "        keepalive 100;\n        keepalive_requests 1000000;\n    }\n"
@@ -113,7 +115,7 @@ def failover_proxy_open_conf(port: int, upstream_port: int, refused_port: int) -
     )
 
 
-def _start_nginx(
+def start_nginx(
     children: Children, name: str, conf_text: str, prefix: Path, cpu: int | None
 ) -> Proc:
     prefix.mkdir(parents=True, exist_ok=True)
@@ -172,7 +174,7 @@ def start_upstream(children: Children, kind: str, port: int, cpu: int | None) ->
         (www / payloads.SMALL_PATH.lstrip("/")).write_bytes(payloads.SMALL_BODY)
         (www / payloads.BIG_PATH.lstrip("/")).write_bytes(payloads.BIG_BODY)
         conf = nginx_upstream_conf(prefix, port, www)
-        return _start_nginx(children, "upstream", conf, prefix, cpu)
+        return start_nginx(children, "upstream", conf, prefix, cpu)
     argv = [sys.executable, str(BENCH_DIR / "upstream.py"), "--port", str(port)]
     return children.start("upstream", argv, cpu)
 
@@ -211,16 +213,19 @@ def start_failover(
     cpu: int | None,
     command: str,
     wrapper: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
 ) -> Proc:
+    """failover-proxy with ``conf_text`` as its config file; ``extra_env`` (such as an
+    admin token) is added to its environment."""
     config = children.log_dir / f"{name}.yaml"
     config.write_text(conf_text)
     argv = [arg.format(python=sys.executable, config=config) for arg in shlex.split(command)]
-    return children.start(name, [*wrapper, *argv], cpu, cwd=REPO_DIR)
+    return children.start(name, [*wrapper, *argv], cpu, cwd=REPO_DIR, extra_env=extra_env)
 
 
 def start_nginx_proxy(children: Children, port: int, upstream_port: int, cpu: int | None) -> Proc:
     prefix = children.log_dir / "proxy-nginx"
-    return _start_nginx(
+    return start_nginx(
         children, "nginx", nginx_proxy_conf(prefix, port, upstream_port), prefix, cpu
     )
 

@@ -261,10 +261,11 @@ class WriteBuffer:
 
     # -- dead letters and status -----------------------------------------------------
 
-    def _lives(self) -> list[Live]:
-        """The journal's writes, copied in one step: its map changes on the buffer's
-        thread, and copying a dict view is atomic under the GIL, iterating it is not."""
-        return list(self.journal.live.values())
+    def _dead(self) -> list[Live]:
+        """The dead letters, copied in one step: the journal's maps change on the
+        buffer's thread, and copying a dict view is atomic under the GIL, iterating it
+        is not."""
+        return list(self.journal.dead.values())
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return [
@@ -277,12 +278,11 @@ class WriteBuffer:
                 "arrived": live.write.arrived,
                 "answer": live.dead,
             }
-            for live in sorted(self._lives(), key=lambda live: live.write.seq)
-            if live.dead is not None
+            for live in sorted(self._dead(), key=lambda live: live.write.seq)
         ]
 
     def dead_count(self) -> int:
-        return sum(1 for live in self._lives() if live.dead is not None)
+        return len(self.journal.dead)
 
     async def retry_dead(self, write_id: str) -> bool:
         live = self.journal.live.get(write_id)
@@ -308,10 +308,8 @@ class WriteBuffer:
         return True
 
     def status(self) -> dict[str, Any]:
-        oldest = min(
-            (live.write.arrived for live in self._lives() if live.dead is None),
-            default=None,
-        )
+        # Queues are in arrival order: the oldest waiting write heads one of them.
+        oldest = min((queue[0].arrived for queue in self.queues.values() if queue), default=None)
         recent = self.delivered.counts()
         return {
             "depth": sum(len(q) for q in self.queues.values()),

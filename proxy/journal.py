@@ -116,6 +116,7 @@ class Journal:
         self._fd: int | None = None
         self.segments: list[Segment] = []
         self.live: dict[str, Live] = {}
+        self.dead: dict[str, Live] = {}  # the dead letters among them
         self.next_seq = 1
 
     # -- opening -------------------------------------------------------------------
@@ -196,28 +197,35 @@ class Journal:
             if old is not None:  # a copy made by compaction: the newer place wins
                 self._segment(old.segment).live.discard(write.id)
             dead = old.dead if old is not None else None
-            self.live[write.id] = Live(
-                write, segment.number, body_at, len(payload) - 4 - meta_len, dead
-            )
+            live = Live(write, segment.number, body_at, len(payload) - 4 - meta_len, dead)
+            self.live[write.id] = live
+            if dead is not None:
+                self.dead[write.id] = live
             segment.live.add(write.id)
             self.next_seq = max(self.next_seq, write.seq + 1)
             return
         record = json.loads(payload)
-        live = self.live.get(record["id"])
-        if live is None:
-            return
+        target = self.live.get(record["id"])
+        if target is not None:
+            self._mark(target, kind, record.get("answer"))
+
+    def _mark(self, live: Live, kind: bytes, answer: dict[str, Any] | None) -> None:
+        write_id = live.write.id
         if kind == b"A":
             self._forget(live)
         elif kind == b"D":
-            live.dead = record["answer"]
-        elif kind == b"R":
+            live.dead = answer
+            self.dead[write_id] = live
+        else:
             live.dead = None
+            self.dead.pop(write_id, None)
 
     def _segment(self, number: int) -> Segment:
         return next(s for s in self.segments if s.number == number)
 
     def _forget(self, live: Live) -> None:
         del self.live[live.write.id]
+        self.dead.pop(live.write.id, None)
         self._segment(live.segment).live.discard(live.write.id)
 
     # -- appending -----------------------------------------------------------------
@@ -285,12 +293,7 @@ class Journal:
         if answer is not None:
             payload["answer"] = answer
         self._append(_frame(kind, json.dumps(payload, separators=(",", ":")).encode()))
-        if kind == b"A":
-            self._forget(live)
-        elif kind == b"D":
-            live.dead = answer
-        else:
-            live.dead = None
+        self._mark(live, kind, answer)
 
     def body(self, write_id: str) -> bytes:
         live = self.live[write_id]

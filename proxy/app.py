@@ -260,18 +260,21 @@ async def serve(config: Config, base: Path, config_file: Path | None = None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await app.start()
     reloader = app.reloader
     if reloader is not None:
         pending: set[asyncio.Task[object]] = set()
 
         def on_hup() -> None:
+            if not app.ops.ready:  # still starting (or stopping): nothing to reload yet
+                log.warning("SIGHUP ignored: the proxy is not serving yet")
+                return
             task = asyncio.create_task(reloader.reload("SIGHUP"))
             pending.add(task)
             task.add_done_callback(pending.discard)
 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await app.start()
     try:
         await stop.wait()
         log.info("shutting down: draining in-flight requests for up to %ss", config.shutdown_grace)

@@ -49,6 +49,8 @@ class Chain(Protocol):
 
     def route_health(self, route: RouteRuntime) -> Health: ...
 
+    def using(self, generation: int) -> contextlib.AbstractContextManager[None]: ...
+
 
 class CacheFront:
     def __init__(self, store: Store, stats: Stats, chain: Chain) -> None:
@@ -146,16 +148,19 @@ class CacheFront:
 
     async def _refresh(self, exchange: Exchange, key: str) -> None:
         try:
-            _, chosen, _ = await self._chain.walk(exchange, None, None)
-            if chosen is not None:
-                answer = chosen.answer
-                self.keep(exchange, answer)
-                if answer.complete:
-                    answer.response.release()
-                    chosen.guard.finish(chosen.ticket, None)
-                else:  # too large to hold: it could not be stored anyway
-                    answer.response.close()
-                    chosen.guard.abandon(chosen.ticket)
+            # counted as work on the config the client's request started with, whose
+            # pools it uses: a reload meanwhile does not close them under it
+            with self._chain.using(exchange.generation):
+                _, chosen, _ = await self._chain.walk(exchange, None, None)
+                if chosen is not None:
+                    answer = chosen.answer
+                    self.keep(exchange, answer)
+                    if answer.complete:
+                        answer.response.release()
+                        chosen.guard.finish(chosen.ticket, None)
+                    else:  # too large to hold: it could not be stored anyway
+                        answer.response.close()
+                        chosen.guard.abandon(chosen.ticket)
         except Exception:
             log.exception("background refresh of %s %s failed", exchange.method, exchange.path)
         finally:

@@ -35,6 +35,7 @@ class Exchange:
     # the upstream pools and guards of the config the request started with
     clients: Mapping[str, UpstreamClient] = field(default_factory=dict)
     guards: Mapping[str, UpstreamGuard] = field(default_factory=dict)
+    generation: int = 0  # which config generation those belong to
 
     @classmethod
     def of(

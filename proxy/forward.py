@@ -15,9 +15,11 @@ truncated body is never passed off as complete.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +98,10 @@ class ProxyHandler:
         self._id_count = itertools.count(1)
         self.cache = CacheFront(store, stats, self)
         self.buffer: WriteBuffer | None = None  # the durable write buffer, when configured
+        # Requests (and background work) still running, by the config generation they
+        # started on: a reload closes replaced pools only once older ones are done.
+        self.generation = 0
+        self._active: Counter[int] = Counter()
 
     def serve_with(
         self,
@@ -105,6 +111,7 @@ class ProxyHandler:
     ) -> None:
         """Swap in a reloaded config: one step, no await, so no request sees a mix."""
         self.runtime, self.clients, self.guards = runtime, clients, guards
+        self.generation += 1
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
@@ -125,6 +132,9 @@ class ProxyHandler:
         exchange.clients, exchange.guards = self.clients, self.guards
         exchange.request_id = headers.get("X-Request-Id") or self._new_request_id()
         started = asyncio.get_running_loop().time()
+        exchange.generation = generation = self.generation
+        active = self._active
+        active[generation] += 1
         try:
             rules = route.cache
             if rules is None or request.method not in rules.policy.methods or request.body_exists:
@@ -133,8 +143,24 @@ class ProxyHandler:
                 response = await self.cache.serve(exchange, rules)
         except ClientBodyError as exc:
             response = own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
+        finally:
+            active[generation] -= 1
         account(self.stats, exchange, response, asyncio.get_running_loop().time() - started)
         return response
+
+    @contextlib.contextmanager
+    def using(self, generation: int) -> Iterator[None]:
+        """Count work outside a client request (a background refresh, a replay) as using
+        the pools of config ``generation``, so a reload does not close them under it."""
+        self._active[generation] += 1
+        try:
+            yield
+        finally:
+            self._active[generation] -= 1
+
+    def drained(self, generation: int) -> bool:
+        """Whether nothing that started before ``generation`` is still running."""
+        return not any(n for g, n in list(self._active.items()) if g < generation)
 
     def _new_request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._id_count):08x}"
@@ -329,7 +355,11 @@ class ProxyHandler:
     async def deliver(self, write: Write, body: bytes) -> tuple[Verdict, dict[str, Any] | None]:
         """Replay one buffered write: the route's upstreams in order, through their guards,
         with its Idempotency-Key. A route that no longer buffers makes it a dead letter."""
-        runtime = self.runtime
+        with self.using(self.generation):  # the pools _deliver reads next, with no await
+            return await self._deliver(write, body)
+
+    async def _deliver(self, write: Write, body: bytes) -> tuple[Verdict, dict[str, Any] | None]:
+        runtime, clients, guards = self.runtime, self.clients, self.guards
         route = next((r for r in runtime.routes if r.name == write.route), None)
         if route is None or not route.buffers_writes:
             return Verdict.DEAD, {"reason": f"the route {write.route!r} no longer buffers writes"}
@@ -341,11 +371,11 @@ class ProxyHandler:
         path, _, query = write.target.partition("?")
         loop = asyncio.get_running_loop()
         for upstream in route.upstreams:
-            guard = self.guards[upstream]
+            guard = guards[upstream]
             ticket = guard.admit()
             if isinstance(ticket, Failure):
                 continue
-            client = self.clients[upstream]
+            client = clients[upstream]
             upstream_headers = runtime.forwarding.upstream_request(
                 headers,
                 version=(1, 1),

@@ -110,7 +110,7 @@ class Reloader:
             for name, settings in runtime.upstreams.items()
         }
         app.stats.ensure([route.name for route in runtime.routes], runtime.upstreams)
-        old_clients, old_guards = app.clients, app.guards
+        old_clients = app.clients
         # The swap: from here new requests see the new config; none sees a mix.
         handler.serve_with(runtime, clients, guards)
         app.clients, app.guards, observed.guards = clients, guards, guards
@@ -120,7 +120,7 @@ class Reloader:
             app.stop_check(name)
             if name not in runtime.upstreams:
                 app.drills.stop(name, "its upstream was removed from the config")
-            drain = asyncio.create_task(self._drain(old_guards[name], old_clients[name]))
+            drain = asyncio.create_task(self._drain(old_clients[name], handler.generation))
             self._draining.add(drain)
             drain.add_done_callback(self._draining.discard)
         for name in change.fresh:
@@ -136,12 +136,13 @@ class Reloader:
             summary += f"; needs a restart to apply: {', '.join(change.needs_restart)}"
         return ReloadResult(True, summary, change.needs_restart)
 
-    async def _drain(self, guard: UpstreamGuard, client: UpstreamClient) -> None:
-        """Close a replaced upstream's pool once its in-flight calls are done (or the
-        shutdown grace has passed)."""
-        grace = self.app.handler.runtime.config.shutdown_grace
+    async def _drain(self, client: UpstreamClient, generation: int) -> None:
+        """Close a replaced upstream's pool once every request that started on an older
+        config is done (it may still move on to this upstream, after a retry backoff or
+        a slow earlier try), or once the shutdown grace has passed."""
+        handler = self.app.handler
         loop = asyncio.get_running_loop()
-        until = loop.time() + grace
-        while guard.in_flight > 0 and loop.time() < until:
+        until = loop.time() + handler.runtime.config.shutdown_grace
+        while not handler.drained(generation) and loop.time() < until:
             await asyncio.sleep(0.05)
         await client.close()

@@ -105,6 +105,22 @@ def _drop_defaults(node: object) -> None:
             _drop_defaults(value)
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def _demo(duration: float | None, speed: float) -> int:
+    from proxy.demo import main as demo
+
+    return demo(duration=duration, speed=speed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="failover-proxy", description=__doc__)
     parser.add_argument("--version", action="version", version=f"failover-proxy {__version__}")
@@ -114,9 +130,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_parser = commands.add_parser("check", help="validate a config file without serving")
     check_parser.add_argument("file")
     commands.add_parser("schema", help="print the JSON Schema of config.yaml")
+    demo_parser = commands.add_parser(
+        "demo",
+        help="watch failover live: demo upstreams, the proxy and traffic, one line a second",
+    )
+    demo_parser.add_argument(
+        "--duration",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this many seconds of the schedule (default: all of it, 45s)",
+    )
+    demo_parser.add_argument(
+        "--speed",
+        type=_positive,
+        default=1.0,
+        metavar="FACTOR",
+        help="run the schedule this many times faster (default: 1)",
+    )
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.file)
     if args.command == "schema":
         return _schema()
+    if args.command == "demo":
+        return _demo(args.duration, args.speed)
     return _run(args.config)

@@ -205,6 +205,21 @@ class ProxyApp:
             where = buffer.journal.directory
             raise StartupError(f"cannot open the write buffer {where}: {exc}") from None
 
+    async def _drain_buffer(self, buffer: WriteBuffer) -> None:
+        """Deliver buffered writes before exiting when upstreams take them (a pod being
+        deleted may lose its disk); what is left stays in the journal for the next start."""
+        if not buffer.status()["depth"]:
+            return
+        grace = self.handler.runtime.config.shutdown_grace
+        left = await buffer.drain(grace)
+        if left:
+            log.warning(
+                "buffer: %d writes still wait after %ss; they stay in %s for the next start",
+                left,
+                grace,
+                buffer.journal.directory,
+            )
+
     async def _load_cache(self) -> None:
         """The last good answers a previous run kept on disk. A file that cannot be used
         is logged and the proxy starts with an empty cache: never a reason not to start."""
@@ -240,8 +255,10 @@ class ProxyApp:
             await self._runner.cleanup()
             self._runner = None
         await self.handler.close()
-        if self.handler.buffer is not None:
-            await self.handler.buffer.close()
+        buffer = self.handler.buffer
+        if buffer is not None:
+            await self._drain_buffer(buffer)
+            await buffer.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None

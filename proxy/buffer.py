@@ -80,6 +80,8 @@ class WriteBuffer:
         self.delivered = RecentCounts(clock)  # "delivered", "dead", "retry" per minute
         self.totals: dict[tuple[str, str], int] = {}  # (route, verdict or "accepted") -> n
         self._closed = False
+        self.flushes = 0  # flush() calls so far
+        self.passed_flush = 0  # flushes seen by the last whole replay pass
 
     async def _on_thread(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
@@ -107,6 +109,23 @@ class WriteBuffer:
 
     def start(self, deliver: Deliver) -> None:
         self._replayer = asyncio.create_task(self._replay(deliver), name="buffer replay")
+
+    async def drain(self, timeout: float) -> int:
+        """At shutdown: deliver what waits (every backoff skipped) while upstreams take
+        writes, for up to ``timeout`` seconds; a round that delivers nothing ends it.
+        Returns how many writes still wait (they stay on disk)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._replayer is not None and not self._replayer.done():
+            before = self.status()["depth"]
+            if not before:
+                break
+            self.flush()
+            while self.passed_flush < self.flushes and loop.time() < deadline:
+                await asyncio.sleep(0.01)  # until a whole pass began after this flush
+            if self.status()["depth"] >= before or loop.time() >= deadline:
+                break  # a whole pass and nothing taken: no upstream takes writes now
+        return int(self.status()["depth"])
 
     async def close(self) -> None:
         if self._closed:
@@ -193,16 +212,19 @@ class WriteBuffer:
     def flush(self) -> None:
         """Try every route's head write now, whatever its backoff."""
         self._not_before.clear()
+        self.flushes += 1
         self._wake.set()
 
     async def _replay(self, deliver: Deliver) -> None:
         while True:
             self._wake.clear()
+            flushes = self.flushes  # those before this pass began: its backoffs are gone
             worked = False
             for route in [r for r, q in self.queues.items() if q]:
                 if self._clock() < self._not_before.get(route, 0.0):
                     continue
                 worked = await self._replay_head(route, deliver) or worked
+            self.passed_flush = flushes
             if worked:
                 continue
             delay = min(

@@ -150,6 +150,13 @@ class ProxyCollector(Collector):
             ("evictions", store.evictions, "Entries evicted to stay within the bounds"),
         ):
             yield CounterMetricFamily(f"failover_cache_{name}", text, value=value)
+        now = self.observed.clock()
+        oldest = max((now - entry.stored_at for _, entry in store.items()), default=0.0)
+        yield GaugeMetricFamily(
+            "failover_cache_oldest_entry_age_seconds",
+            "Age of the oldest answer held (0 when empty): how old a stale serve can be",
+            value=oldest,
+        )
         yield GaugeMetricFamily("failover_cache_entries", "Entries held", value=len(store))
         yield GaugeMetricFamily("failover_cache_bytes", "Bytes held", value=store.bytes)
 
@@ -160,6 +167,11 @@ class ProxyCollector(Collector):
         for result in ("success", "failure"):
             reloads.add_metric([result], self.observed.config.reloads.get(result, 0))
         yield reloads
+        yield GaugeMetricFamily(
+            "failover_config_last_reload_failed",
+            "1 while the last reload was refused (the old config still serves), else 0",
+            value=1.0 if self.observed.config.last_reload_error else 0.0,
+        )
 
     def _buffer(self) -> Iterator[Metric]:
         buffer = self.observed.buffer

@@ -282,3 +282,22 @@ async def test_buffering_needs_a_buffer_path():
     )
     with pytest.raises(ConfigError, match=r"routes\[0\]\.on_failure: buffering writes needs"):
         load_text(text)
+
+
+async def test_shutdown_delivers_what_waits_when_an_upstream_takes_it(
+    start_app, ledger, client, tmp_path
+):
+    port = free_port()
+    config = buffered_config(port, tmp_path, replay_backoff="1m", max_replay_backoff="1m")
+    app = await start_app(config)
+    for n in range(5):
+        assert (await post(client, app, f"w{n}".encode()))[0] == 202
+    await asyncio.sleep(0.1)  # the first replay failed: the next is a minute away
+    await ledger.start(port)
+    assert ledger.order == []
+    await app.stop()  # SIGTERM: the drain does not wait out the backoff
+    assert ledger.order == [f"w{n}".encode() for n in range(5)]
+    again = Journal(tmp_path / "buffer")
+    again.open()
+    assert again.live == {}
+    again.close()

@@ -81,6 +81,7 @@ class WriteBuffer:
         self.totals: dict[tuple[str, str], int] = {}  # (route, verdict or "accepted") -> n
         self._closed = False
         self.flushes = 0  # flush() calls so far
+        self._retrying: set[str] = set()
         self.passed_flush = 0  # flushes seen by the last whole replay pass
 
     async def _on_thread(self, call: Callable[[], T]) -> T:
@@ -240,6 +241,9 @@ class WriteBuffer:
         """Send the route's oldest write; True when it left the queue."""
         queue = self.queues[route]
         write = queue[0]
+        if write.id not in self.journal.live:  # resolved already (an admin delete)
+            queue.remove(write)
+            return True
         try:
             body = await self._on_thread(lambda: self.journal.body(write.id))
             result, answer = await deliver(write, body)
@@ -257,7 +261,9 @@ class WriteBuffer:
             return False
         self._failures.pop(route, None)
         self._not_before.pop(route, None)
-        queue.popleft()
+        # By identity: a dead letter retried meanwhile may have been sorted in ahead.
+        if write in queue:
+            queue.remove(write)
         if result is Verdict.DELIVERED:
             await self._resolve(b"A", write, None)
             self.bytes -= write.size
@@ -308,14 +314,20 @@ class WriteBuffer:
 
     async def retry_dead(self, write_id: str) -> bool:
         live = self.journal.live.get(write_id)
-        if live is None or live.dead is None:
+        if live is None or live.dead is None or write_id in self._retrying:
             return False
-        await self._on_thread(lambda: self.journal.resolve(b"R", write_id))
+        self._retrying.add(write_id)  # a second call while this one awaits is refused
+        try:
+            await self._on_thread(lambda: self.journal.resolve(b"R", write_id))
+        finally:
+            self._retrying.discard(write_id)
         queue = self.queues.setdefault(live.write.route, deque())
-        queue.append(live.write)
-        queue_sorted = sorted(queue, key=lambda w: w.seq)
-        queue.clear()
-        queue.extend(queue_sorted)
+        if all(w.id != write_id for w in queue):
+            # In arrival order, but never ahead of a head being replayed right now.
+            rest = sorted([*list(queue)[1:], live.write], key=lambda w: w.seq)
+            head = [queue[0]] if queue else []
+            queue.clear()
+            queue.extend(head + rest)
         self.flush()
         return True
 

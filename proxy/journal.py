@@ -22,6 +22,7 @@ Blocking: every method does file I/O; :mod:`proxy.buffer` calls them on one thre
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -77,6 +78,17 @@ class Segment:
     path: Path
     size: int = 0
     live: set[str] = field(default_factory=set)  # ids of writes framed here, unresolved
+    live_bytes: int = 0  # their frames' bytes (kept as they change: never re-summed)
+
+    def attach(self, write: Write) -> None:
+        if write.id not in self.live:
+            self.live.add(write.id)
+            self.live_bytes += write.size
+
+    def detach(self, write: Write) -> None:
+        if write.id in self.live:
+            self.live.discard(write.id)
+            self.live_bytes -= write.size
 
 
 def _frame(kind: bytes, payload: bytes) -> bytes:
@@ -124,7 +136,7 @@ class Journal:
     def open(self) -> None:
         """Lock the directory, read every segment (cutting a torn tail), and get ready
         to append."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds request headers
         self._lock()
         numbers = sorted(
             int(p.name[8:-4])
@@ -142,7 +154,7 @@ class Journal:
 
     def _lock(self) -> None:
         path = self.directory / "LOCK"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -195,13 +207,13 @@ class Journal:
             body_at = start + _HEADER.size + 4 + meta_len
             old = self.live.get(write.id)
             if old is not None:  # a copy made by compaction: the newer place wins
-                self._segment(old.segment).live.discard(write.id)
+                self._segment(old.segment).detach(old.write)
             dead = old.dead if old is not None else None
             live = Live(write, segment.number, body_at, len(payload) - 4 - meta_len, dead)
             self.live[write.id] = live
             if dead is not None:
                 self.dead[write.id] = live
-            segment.live.add(write.id)
+            segment.attach(write)
             self.next_seq = max(self.next_seq, write.seq + 1)
             return
         record = json.loads(payload)
@@ -226,16 +238,20 @@ class Journal:
     def _forget(self, live: Live) -> None:
         del self.live[live.write.id]
         self.dead.pop(live.write.id, None)
-        self._segment(live.segment).live.discard(live.write.id)
+        self._segment(live.segment).detach(live.write)
 
     # -- appending -----------------------------------------------------------------
 
     def _new_segment(self) -> None:
         number = self.segments[-1].number + 1 if self.segments else 1
         path = self._segment_path(number)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         _sync_directory(self.directory)  # the new name survives a crash too
         if self._fd is not None:
+            # What went to the previous file (copies made by compaction among it) is
+            # durable before anything can rely on it, e.g. deleting the originals.
+            with contextlib.suppress(OSError):
+                os.fdatasync(self._fd)
             os.close(self._fd)
         self._fd = fd
         self.segments.append(Segment(number, path))
@@ -257,6 +273,8 @@ class Journal:
                 os.ftruncate(self._fd, start)
             except OSError:
                 log.exception("buffer: cannot cut %s back after a failed write", segment.path)
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
                 self._fd = None
                 self._new_segment()  # never append behind a torn frame
             raise
@@ -281,7 +299,7 @@ class Journal:
             sized = dataclasses.replace(write, size=len(frame))
             body_at = start + len(frame) - len(body)
             self.live[write.id] = Live(sized, segment.number, body_at, len(body))
-            segment.live.add(write.id)
+            segment.attach(sized)
             start += len(frame)
 
     def resolve(self, kind: bytes, write_id: str, answer: dict[str, Any] | None = None) -> None:
@@ -310,12 +328,18 @@ class Journal:
         """Delete the oldest segments whose writes are all resolved, copying the few
         still live forward first; returns how many segments went."""
         removed = 0
-        while len(self.segments) > 1:
+        for _ in range(len(self.segments) - 1):  # each file at most once per call
             oldest = self.segments[0]
             if oldest.live:
-                live_bytes = sum(self.live[i].write.size for i in oldest.live)
-                if live_bytes * 2 > oldest.size:
-                    break  # mostly live: copying would not pay
+                # Copy forward when the oldest file is mostly garbage, or when the files
+                # hold more than twice what is live (plus one file): otherwise a mostly
+                # live oldest file (dead letters, a long backlog) would pin every file
+                # behind it and the disk would grow without bound.
+                on_disk = sum(segment.size for segment in self.segments)
+                live = sum(segment.live_bytes for segment in self.segments)
+                mostly_live = oldest.live_bytes * 2 > oldest.size
+                if mostly_live and on_disk <= 2 * live + self.segment_size:
+                    break
                 self._relocate(oldest)
             oldest.path.unlink()
             _sync_directory(self.directory)
@@ -332,9 +356,9 @@ class Journal:
                 dead = {"id": live.write.id, "answer": live.dead}
                 frames += _frame(b"D", json.dumps(dead, separators=(",", ":")).encode())
             start = self._append(frames)
-            segment.live.discard(live.write.id)
+            segment.detach(live.write)
             target = self.segments[-1]
-            target.live.add(live.write.id)
+            target.attach(live.write)
             live.segment = target.number
             live.body_at = start + live.write.size - len(body)
         assert self._fd is not None

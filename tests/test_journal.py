@@ -160,3 +160,22 @@ def test_what_a_replayed_answer_means(status, expected):
 
 def test_replay_backoff_doubles_to_a_cap():
     assert [replay_backoff(n, 1.0, 5.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+
+
+def test_dead_letters_in_the_oldest_file_do_not_pin_the_disk(tmp_path: Path):
+    journal = opened(tmp_path, segment_size=2000)
+    for n in range(1, 16):  # the first file: mostly writes that will be dead letters
+        journal.add([(write(n), b"d" * 100)])
+    for n in range(1, 16):
+        journal.resolve(b"D", f"id{n}", {"status": 400})
+    for n in range(16, 400):  # then a long stream of writes that are all delivered
+        journal.add([(write(n), b"x" * 100)])
+        journal.resolve(b"A", f"id{n}")
+        journal.compact()
+    on_disk = sum(p.stat().st_size for p in tmp_path.glob("journal-*.log"))
+    live = sum(segment.live_bytes for segment in journal.segments)
+    assert on_disk <= 2 * live + 2 * 2000  # bounded by what is live, not by history
+    journal.close()
+    again = opened(tmp_path, segment_size=2000)
+    assert sorted(again.dead) == sorted(f"id{n}" for n in range(1, 16))
+    again.close()

@@ -10,6 +10,7 @@ YAML is safe-loaded by walking the composed node tree ourselves, which lets us:
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,11 +147,16 @@ def _file_problems(config: Config, base: Path, lines: dict[ConfigPath, int]) -> 
         path = ("cache", "path")
         yield Problem(path, _line_of(path, lines), f"is a directory: {base / config.cache.path}")
     for name, upstream in config.upstreams.items():
-        if upstream.tls.ca_file and not (base / upstream.tls.ca_file).is_file():
+        if upstream.tls.ca_file:
             path = ("upstreams", name, "tls", "ca_file")
-            yield Problem(
-                path, _line_of(path, lines), f"no such file: {base / upstream.tls.ca_file}"
-            )
+            target = base / upstream.tls.ca_file
+            if not target.is_file():
+                yield Problem(path, _line_of(path, lines), f"no such file: {target}")
+                continue
+            try:
+                ssl.create_default_context(cafile=str(target))
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                yield Problem(path, _line_of(path, lines), f"not a PEM CA bundle: {exc}")
 
 
 def load_text(text: str, *, source: str = "<config>", base: Path | None = None) -> Config:

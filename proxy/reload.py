@@ -21,6 +21,13 @@ from pathlib import Path
 
 from proxy.runtime import Runtime
 
+_SERVER_LIMITS = (
+    "max_request_line",
+    "max_header_size",
+    "max_headers",
+    "client_header_timeout",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ReloadPlan:
@@ -51,10 +58,14 @@ def plan(old: Runtime, new: Runtime) -> ReloadPlan:
     old_admin, new_admin = old_config.admin, new_config.admin
     if (old_admin.host, old_admin.port) != (new_admin.host, new_admin.port):
         restart.append("admin.host/admin.port")
-    if old_config.cache.path != new_config.cache.path:
-        restart.append("cache.path")
-    if old_config.buffer.path != new_config.buffer.path:
-        restart.append("buffer.path")
+    old_limits, new_limits = old_config.limits, new_config.limits
+    for name in _SERVER_LIMITS:  # the listener's parser and timeouts are set up once
+        if getattr(old_limits, name) != getattr(new_limits, name):
+            restart.append(f"limits.{name}")
+    if old_config.cache != new_config.cache:
+        restart.append("cache (path, bounds, flush_interval)")
+    if old_config.buffer != new_config.buffer:
+        restart.append("buffer")
     return ReloadPlan(kept, fresh, removed, purge, tuple(restart))
 
 

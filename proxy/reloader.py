@@ -66,7 +66,11 @@ class Reloader:
 
     async def reload(self, trigger: str) -> ReloadResult:
         async with self._lock:
-            result = await self._reload(trigger)
+            try:
+                result = await self._reload(trigger)
+            except Exception as exc:  # never kill the watcher or answer the admin with 500
+                log.exception("config reload failed unexpectedly")
+                result = ReloadResult(False, f"{self.path}: {exc!r}")
         info = self.app.observed.config
         key = "success" if result.applied else "failure"
         info.reloads[key] = info.reloads.get(key, 0) + 1
@@ -105,10 +109,17 @@ class Reloader:
             )
             for name, settings in runtime.upstreams.items()
         }
-        clients = {
-            name: app.clients[name] if name in change.kept else UpstreamClient(settings)
-            for name, settings in runtime.upstreams.items()
-        }
+        clients: dict[str, UpstreamClient] = {}
+        try:
+            for name, settings in runtime.upstreams.items():
+                kept = name in change.kept
+                clients[name] = app.clients[name] if kept else UpstreamClient(settings)
+        except Exception as exc:  # e.g. a ca_file that is not PEM: refused, nothing leaks
+            failed = name
+            for built, client in clients.items():
+                if built not in change.kept:
+                    await client.close()
+            return ReloadResult(False, f"{self.path}: upstream {failed}: {exc}")
         app.stats.ensure([route.name for route in runtime.routes], runtime.upstreams)
         old_clients = app.clients
         # The swap: from here new requests see the new config; none sees a mix.

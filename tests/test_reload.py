@@ -68,7 +68,12 @@ def test_the_plan_clears_caches_whose_key_rules_changed(tmp_path: Path):
 def test_listener_and_file_changes_need_a_restart(tmp_path: Path):
     new = base_config(listen={"host": "127.0.0.1", "port": 9999}, buffer={"path": "b"})
     change = plan(runtime(base_config(), tmp_path), runtime(new, tmp_path))
-    assert change.needs_restart == ("listen (running on 0.0.0.0:8080)", "buffer.path")
+    assert change.needs_restart == ("listen (running on 0.0.0.0:8080)", "buffer")
+    tighter = base_config(limits={"max_headers": 50}, cache={"max_size": "1MiB"})
+    assert plan(runtime(base_config(), tmp_path), runtime(tighter, tmp_path)).needs_restart == (
+        "limits.max_headers",
+        "cache (path, bounds, flush_interval)",
+    )
 
 
 def test_the_watch_sees_content_and_target_changes(tmp_path: Path):
@@ -256,3 +261,24 @@ async def test_pins_drills_and_reorders_after_a_reload(running, http_upstream, c
     ):
         pass
     assert await served_by(client, app) == "a"  # the reorder lasted until the reload
+
+
+async def test_a_ca_file_that_is_not_pem_is_refused_not_a_500(
+    running, http_upstream, client, tmp_path
+):
+    a = await named(http_upstream, "a")
+    config = {"upstreams": {"a": {"url": a.url}}, "routes": [route("r", ("a",))]}
+    app, path = await running(config)
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    bad = dict(
+        config,
+        upstreams={
+            "a": {"url": a.url},
+            "b": {"url": "https://127.0.0.1:1", "tls": {"ca_file": "ca.pem"}},
+        },
+    )
+    result = await reload(client, app, path, bad)
+    assert result["status"] == 400
+    assert "upstreams.b.tls.ca_file: not a PEM CA bundle" in result["message"]
+    assert await served_by(client, app) == "a"
+    assert (await health(client, app))["config"]["reloads"] == {"failure": 1}

@@ -109,7 +109,8 @@ class AdminApi:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/" and request.method in ("GET", "HEAD"):
             return await handler(request)
-        given = request.headers.get("Authorization", "").encode()
+        # surrogateescape: a header with bytes that are not UTF-8 is a wrong token, not a 500
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, self._expected):
             log.warning(
                 "admin: refused %s %s from %s: no valid token",
@@ -207,7 +208,10 @@ class AdminApi:
             )
         method = str(spec.get("method", "GET")).upper()
         host = str(spec.get("host", ""))
-        headers = CIMultiDict({str(k): str(v) for k, v in dict(spec.get("headers", {})).items()})
+        given = spec.get("headers", {})
+        if not isinstance(given, dict):
+            raise AdminError(400, "key.headers must be an object of header names and values")
+        headers = CIMultiDict({str(k): str(v) for k, v in given.items()})
         try:
             path, query = normalise_target(spec["target"])
         except BadTarget as exc:
@@ -215,7 +219,7 @@ class AdminApi:
         route = self.handler.runtime.router.find(method, path, host, headers)
         if route is None or route.cache is None:
             raise AdminError(404, "no route with a cache matches that request")
-        return cache_key(method, host, path, query, headers, route.cache.policy)
+        return cache_key(route.name, method, host, path, query, headers, route.cache.policy)
 
     async def _list_drills(self, request: web.Request) -> web.Response:
         return _json([_drill_json(d, self.observed.clock()) for d in self.drills.active()])

@@ -146,12 +146,15 @@ class CacheFile:
             limits = UpstreamLimits(_limit(fresh), _limit(stale), _limit(reval))
             yield Row(key, route, status, reason, pairs, bytes(body), wall, limits)
 
-    def write(self, puts: list[Row], deletes: list[str]) -> None:
-        """One transaction: either all of it reaches the file or none of it."""
+    def write(self, puts: list[Row], deletes: list[str], *, everything: bool = False) -> None:
+        """One transaction: either all of it reaches the file or none of it.
+        ``everything``: ``puts`` is the whole cache; what else the file holds goes."""
         assert self._db is not None
         db = self._db
         db.execute("BEGIN")
         try:
+            if everything:
+                db.execute("DELETE FROM entries")
             db.executemany("DELETE FROM entries WHERE key = ?", ((key,) for key in deletes))
             first = self._written + 1
             db.executemany(

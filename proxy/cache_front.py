@@ -47,7 +47,7 @@ class Chain(Protocol):
         self, exchange: Exchange, body: bytes | None, streamed: StreamedBody | None
     ) -> tuple[FailoverPlan, Chosen | None, ErrorAnswer | None]: ...
 
-    def route_health(self, route: RouteRuntime) -> Health: ...
+    def route_health(self, route: RouteRuntime, *, stale: bool = False) -> Health: ...
 
     def using(self, generation: int) -> contextlib.AbstractContextManager[None]: ...
 
@@ -85,6 +85,7 @@ class CacheFront:
         assert exchange.request is not None
         request, runtime, route = exchange.request, exchange.runtime, exchange.route
         exchange.key = key = cache_key(
+            route.name,
             exchange.method,
             exchange.headers.get("Host", ""),
             exchange.path,
@@ -105,7 +106,7 @@ class CacheFront:
                     runtime,
                     entry,
                     age,
-                    self._chain.route_health(route),
+                    self._chain.route_health(route, stale=use is Use.REVALIDATE),
                     _REVALIDATING if use is Use.REVALIDATE else _HIT,
                 )
             exchange.forwarded_because = "stale"

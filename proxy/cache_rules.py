@@ -67,13 +67,21 @@ def not_storable(
     if "*" in vary:
         return "Vary: *"
     # 8. RFC 9111 4.1: the selecting headers must be in the key; only the route's are.
-    unkeyed = vary - set(policy.vary_headers) - {"accept-encoding"}
+    unkeyed = vary - set(policy.vary_headers)
+    if "accept-encoding" in unkeyed and not _encoded(response_headers):
+        # An unencoded body suits every client, whatever it accepts.
+        unkeyed.discard("accept-encoding")
     if unkeyed:
         return f"Vary names {', '.join(sorted(unkeyed))}, which the route does not key on"
     return None
 
 
+def _encoded(headers: Mapping[str, str]) -> bool:
+    return headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+
+
 def cache_key(
+    route: str,
     method: str,
     host: str,
     path: str,
@@ -81,14 +89,16 @@ def cache_key(
     request_headers: Mapping[str, str],
     policy: CachePolicy,
 ) -> str:
-    """Method, host, path, the query sorted (minus ignored parameters), and the headers
-    the route names - never anything the route did not ask for."""
+    """The route, method, host, path, the query sorted (minus ignored parameters), and
+    the headers the route names - never anything the route did not ask for. The route
+    is in it because two routes may match the same URL (on a header, or after a
+    reload reorders them) with different upstreams: one's answer is not the other's."""
     params = sorted(
         (name, value)
         for name, value in parse_qsl(query, keep_blank_values=True)
         if name not in policy.ignore_params
     )
-    parts = [method, host.lower(), path, urlencode(params)]
+    parts = [route, method, host.lower(), path, urlencode(params)]
     names = policy.vary_headers
     if policy.allow_authorization:
         names = (*names, "authorization", "cookie")

@@ -43,6 +43,7 @@ class CacheWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-file")
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._rewrite = False  # the next flush replaces the file's whole content
         self.flushes = 0
 
     async def _on_thread(self, call: Callable[[], T]) -> T:
@@ -84,10 +85,14 @@ class CacheWriter:
 
     async def flush(self) -> None:
         """Write what changed since the last flush, in one transaction."""
-        journal = self.store.journal
-        if not journal:
+        pending = self.store.journal
+        if not pending and not self._rewrite:
             return
         self.store.journal = {}
+        rewrite, self._rewrite = self._rewrite, False
+        journal: dict[str, Entry | None] = dict(pending or {})
+        if rewrite:  # everything the store holds, after deleting everything on disk
+            journal = dict(self.store.items())
         mono, wall = self._clock(), self._wall_clock()
         puts: list[Row] = []
         deletes: list[str] = []
@@ -97,13 +102,20 @@ class CacheWriter:
             else:
                 puts.append(_row(key, entry, wall - (mono - entry.stored_at)))
         try:
-            await self._on_thread(lambda: self.file.write(puts, deletes))
+            await self._on_thread(lambda: self.file.write(puts, deletes, everything=rewrite))
         except Exception as exc:
             # Keep the changes for the next flush, unless the key has changed again since.
             pending = self.store.journal
             if pending is not None:
                 for key, entry in journal.items():
                     pending.setdefault(key, entry)
+                if rewrite:
+                    self._rewrite = True  # still owed
+                if len(pending) > 2 * self.store.max_entries:
+                    # A long outage of the disk, and random keys coming and going: stop
+                    # noting each one and rewrite the whole file once it works again.
+                    pending.clear()
+                    self._rewrite = True
             if not self._failing:
                 log.error("cannot write the cache file %s: %s (will retry)", self.file.path, exc)
             self._failing = True

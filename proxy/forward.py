@@ -412,11 +412,16 @@ class ProxyHandler:
             return result, {"upstream": upstream, "status": status, "body": text}
         return Verdict.RETRY, None
 
-    def route_health(self, route: RouteRuntime) -> Health:
+    def route_health(self, route: RouteRuntime, *, stale: bool = False) -> Health:
         """DESIGN.md 2: a fresh hit is healthy while the first upstream would be tried,
-        degraded while it is skipped (its upstreams are failing)."""
-        guard = self.guards.get(route.upstreams[0])  # a reload may have removed it
-        return Health.DEGRADED if guard is not None and guard.skipping() else Health.HEALTHY
+        degraded while it is skipped (its upstreams are failing). A ``stale`` copy (one
+        served while it is refreshed behind) is critical when every upstream is skipped:
+        no refresh can succeed, it is a stale answer like any other."""
+        guards = [self.guards.get(name) for name in route.upstreams]  # a reload may drop one
+        skipped = [guard is not None and guard.skipping() for guard in guards]
+        if stale and all(skipped):
+            return Health.CRITICAL
+        return Health.DEGRADED if skipped[0] else Health.HEALTHY
 
 
 def _blame_a_slow_upload(streamed: StreamedBody, outcome: Answer | Failed) -> None:

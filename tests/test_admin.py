@@ -335,3 +335,16 @@ async def test_the_effective_config_has_no_secrets(start_app, http_upstream, cli
         text = await response.text()
     assert TOKEN not in text
     assert json.loads(text)["routes"][0]["name"] == "r"
+
+
+async def test_a_token_that_is_not_utf8_is_a_401(start_app, http_upstream):
+    from tests.conftest import raw_exchange
+
+    app = await start_app(await two_upstreams(http_upstream))
+    _, admin = urls(app)
+    answer = await raw_exchange(
+        admin,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 401")

@@ -218,3 +218,43 @@ async def test_concurrent_misses_for_one_key_send_one_upstream_request(
     assert {status for status, _, _ in results} == {200}
     assert {body["call"] for _, body, _ in results} == {calls}  # the new answer, for all
     assert sorted({source for _, _, source in results}) == ["cache", "primary"]
+
+
+async def test_two_routes_on_one_url_keep_their_own_answers(http_upstream, start_proxy, client):
+    async def v1(request: web.Request) -> web.Response:
+        return web.json_response({"version": 1})
+
+    async def v2(request: web.Request) -> web.Response:
+        return web.json_response({"version": 2})
+
+    one, two = await http_upstream(v1), await http_upstream(v2)
+    cache = {"stale_for": "1h", "fresh_for": "1h"}
+    config = {
+        "upstreams": {"one": {"url": one.url}, "two": {"url": two.url}},
+        "routes": [
+            route("v2", ("two",), match={"headers": {"Accept-Version": "2"}}, cache=cache),
+            route("v1", ("one",), cache=cache),
+        ],
+    }
+    proxy = await start_proxy(config)
+    async with client.get(proxy + "/api", headers={"Accept-Version": "2"}) as response:
+        assert await response.json() == {"version": 2}
+    async with client.get(proxy + "/api") as response:  # same URL, the other route
+        assert await response.json() == {"version": 1}
+        assert response.headers["X-Failover-Source"] == "one"
+
+
+@pytest.mark.parametrize(("encoding", "kept"), [("gzip", False), ("identity", True), (None, True)])
+async def test_vary_accept_encoding_is_kept_only_for_bodies_any_client_can_read(
+    encoding, kept, http_upstream, start_proxy, client
+):
+    headers = {"Vary": "Accept-Encoding"}
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    clock, switch = FakeClock(), Switch(**headers)
+    proxy = await proxy_with_cache(http_upstream, start_proxy, clock, switch)
+    async with client.get(proxy + "/x", headers={"Accept-Encoding": "gzip"}):
+        pass
+    switch.failing = True
+    async with client.get(proxy + "/x", headers={"Accept-Encoding": "identity"}) as response:
+        assert (response.headers["X-Failover-Source"] == "cache") is kept

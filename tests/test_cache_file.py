@@ -84,10 +84,11 @@ class RecordingFile:
         self.transactions: list[tuple[list[Row], list[str]]] = []
         self.failing = False
 
-    def write(self, puts: list[Row], deletes: list[str]) -> None:
+    def write(self, puts: list[Row], deletes: list[str], *, everything: bool = False) -> None:
         if self.failing:
             raise OSError(28, "No space left on device")
         self.transactions.append((puts, deletes))
+        self.everything = everything
 
     def close(self) -> None:
         pass
@@ -158,3 +159,21 @@ async def test_loading_keeps_what_routes_can_use_and_deletes_the_rest(tmp_path: 
     reopened.open(0)
     assert [r.key for r in reopened.rows()] == ["young"]
     reopened.close()
+
+
+async def test_a_long_disk_outage_ends_in_one_rewrite_not_an_endless_change_list():
+    clock = FakeClock()
+    store = Store(max_bytes=10**6, max_entries=5, clock=clock)
+    store.journal = {}
+    file = RecordingFile()
+    writer = CacheWriter(file, store, interval=1, clock=clock, wall_clock=lambda: 5000.0)  # type: ignore[arg-type]
+    file.failing = True
+    for n in range(100):  # random keys come and go while the disk is full
+        store.put(f"k{n}", entry(b"x", clock.now))
+        await writer.flush()
+    assert len(store.journal or {}) <= 2 * store.max_entries
+    file.failing = False
+    await writer.flush()
+    ((puts, _),) = file.transactions
+    assert file.everything
+    assert sorted(r.key for r in puts) == [f"k{n}" for n in range(95, 100)]

@@ -171,3 +171,32 @@ async def test_a_failed_background_refresh_keeps_the_copy(http_upstream, start_p
     clock.now += 100  # past the window: upstream fails, the stale copy is served
     _, body, headers = await get(client, proxy + "/x")
     assert (body, headers["Cache-Status"]) == ({"n": 1}, "failover-proxy; hit; stale")
+
+
+async def test_a_copy_refreshed_behind_is_critical_when_no_upstream_can_refresh_it(
+    http_upstream, start_proxy, client, refused_url
+):
+    clock, origin = FakeClock(), Origin()
+    upstream = await http_upstream(origin)
+    config = {
+        "upstreams": {
+            "primary": {"url": upstream.url, "circuit_breaker": {"consecutive_failures": 1}}
+        },
+        "routes": [
+            route(
+                upstreams=("primary",),
+                cache={"stale_for": "1h", "fresh_for": "10s", "stale_while_revalidate": "1m"},
+            )
+        ],
+    }
+    proxy = await start_proxy(config, clock=clock)
+    await get(client, proxy + "/x")
+    origin.failing = True
+    clock.now += 15
+    _, _, headers = await get(client, proxy + "/x")  # served; the refresh behind fails
+    assert headers["X-Failover-Health"] == "healthy"  # nothing known to be wrong yet
+    await asyncio.sleep(0.1)  # the refresh got a 503: the breaker opened
+    _, body, headers = await get(client, proxy + "/x")
+    assert body == {"n": 1}
+    assert headers["Cache-Status"] == "failover-proxy; hit; stale; detail=revalidating"
+    assert headers["X-Failover-Health"] == "critical"

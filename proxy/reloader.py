@@ -46,6 +46,7 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._draining: set[asyncio.Task[None]] = set()
+        self._replaced: set[UpstreamClient] = set()  # pools waiting to be closed
 
     async def start(self) -> None:
         self.watch.changed(await asyncio.to_thread(self.watch.look))  # the file as started
@@ -53,10 +54,14 @@ class Reloader:
             self._task = asyncio.create_task(self._poll(), name="config watch")
 
     async def stop(self) -> None:
+        """Stop watching; pools still being drained are closed now (the proxy is going)."""
         tasks = [t for t in (self._task, *self._draining) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for client in list(self._replaced):
+            await client.close()
+        self._replaced.clear()
 
     async def _poll(self) -> None:
         while True:
@@ -131,6 +136,7 @@ class Reloader:
             app.stop_check(name)
             if name not in runtime.upstreams:
                 app.drills.stop(name, "its upstream was removed from the config")
+            self._replaced.add(old_clients[name])  # closed by the drain, or at stop
             drain = asyncio.create_task(self._drain(old_clients[name], handler.generation))
             self._draining.add(drain)
             drain.add_done_callback(self._draining.discard)
@@ -156,4 +162,5 @@ class Reloader:
         until = loop.time() + handler.runtime.config.shutdown_grace
         while not handler.drained(generation) and loop.time() < until:
             await asyncio.sleep(0.05)
+        self._replaced.discard(client)
         await client.close()

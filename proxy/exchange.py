@@ -27,28 +27,13 @@ class Exchange:
     client_ip: str | None
     path: str
     query: str
+    # the upstream pools and guards of the config the request started with, and which
+    # config generation that is (a reload closes replaced pools only after it ends)
+    clients: Mapping[str, UpstreamClient]
+    guards: Mapping[str, UpstreamGuard]
+    generation: int
+    request_id: str  # the client's X-Request-Id, or one of ours; sent upstream
+    attempts: list[tuple[str, str]] = field(default_factory=list)  # (upstream, outcome)
     key: str | None = None  # the cache key, on a route with a cache and a cacheable method
     forwarded_because: str = "uri-miss"  # RFC 9211 ``fwd``: why the cache asked upstream
     stored: Entry | None = None  # what this exchange kept in the cache
-    request_id: str = ""  # the client's X-Request-Id, or one of ours; sent upstream
-    attempts: list[tuple[str, str]] = field(default_factory=list)  # (upstream, outcome)
-    # the upstream pools and guards of the config the request started with
-    clients: Mapping[str, UpstreamClient] = field(default_factory=dict)
-    guards: Mapping[str, UpstreamGuard] = field(default_factory=dict)
-    generation: int = 0  # which config generation those belong to
-
-    @classmethod
-    def of(
-        cls, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime, path: str, query: str
-    ) -> Exchange:
-        return cls(
-            request,
-            runtime,
-            route,
-            request.method,
-            request.headers,
-            request.version,
-            request.remote,
-            path,
-            query,
-        )

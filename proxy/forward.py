@@ -128,11 +128,23 @@ class ProxyHandler:
         route = runtime.router.find(request.method, path, headers.get("Host", ""), headers)
         if route is None:
             return own_answer(runtime, proxy_error(404, "no route matches this request"))
-        exchange = Exchange.of(request, runtime, route, path, query)
-        exchange.clients, exchange.guards = self.clients, self.guards
-        exchange.request_id = headers.get("X-Request-Id") or self._new_request_id()
+        generation = self.generation
+        exchange = Exchange(
+            request,
+            runtime,
+            route,
+            request.method,
+            headers,
+            request.version,
+            request.remote,
+            path,
+            query,
+            self.clients,
+            self.guards,
+            generation,
+            headers.get("X-Request-Id") or self._new_request_id(),
+        )
         started = asyncio.get_running_loop().time()
-        exchange.generation = generation = self.generation
         active = self._active
         active[generation] += 1
         try:

@@ -25,6 +25,9 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
+_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
+
+
 class RecentCounts:
     """Counts over the last ``seconds``, in one-second buckets."""
 
@@ -84,7 +87,6 @@ class RouteStats:
         self.name = name
         self._clock = clock
         self.requests: Counter[tuple[str, str, str]] = Counter()  # (source, health, class)
-        self.served = Counter[str]()  # by source, since start
         self.recent = RecentCounts(clock)  # by source
         self.durations = Histogram()
         self.health: str | None = None
@@ -93,8 +95,7 @@ class RouteStats:
         self._time_in: dict[str, float] = {}
 
     def record(self, source: str, health: str, status: int, seconds: float) -> None:
-        self.requests[source, health, status_class(status)] += 1
-        self.served[source] += 1
+        self.requests[source, health, _CLASSES.get(status // 100) or status_class(status)] += 1
         self.recent.add(source)
         self.durations.observe(seconds)
         if health != self.health:
@@ -103,6 +104,14 @@ class RouteStats:
                 spent = now - self.health_since
                 self._time_in[self.health] = self._time_in.get(self.health, 0.0) + spent
             self.health, self.health_since = health, now
+
+    @property
+    def served(self) -> Counter[str]:
+        """Answers by source since start (summed when read, not counted per request)."""
+        by_source: Counter[str] = Counter()
+        for (source, _, _), n in self.requests.items():
+            by_source[source] += n
+        return by_source
 
     def stale_served(self, age: float) -> None:
         now = self._clock()

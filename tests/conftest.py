@@ -140,6 +140,38 @@ async def start_proxy(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[s
         await app.stop()
 
 
+ADMIN_TOKEN = "test-admin-token"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+async def start_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Callable[..., Awaitable[ProxyApp]]]:
+    """Start the proxy in-process with its admin listener (token ``ADMIN_TOKEN``);
+    returns the app, whose ``port`` and ``admin_port`` tests use."""
+    from proxy.admin import TOKEN_ENV
+
+    apps: list[ProxyApp] = []
+    monkeypatch.setenv(TOKEN_ENV, ADMIN_TOKEN)
+
+    async def start(config: dict[str, Any], clock: Callable[[], float] | None = None) -> ProxyApp:
+        config = {
+            "listen": {"host": LOOPBACK, "port": 0},
+            "admin": {"host": LOOPBACK, "port": 0},
+            **config,
+        }
+        extra = {"clock": clock, "wall_clock": clock} if clock else {}
+        app = ProxyApp(Config.model_validate(config), tmp_path, **extra)
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop()
+
+
 class FakeClock:
     """The proxy's monotonic clock for breakers and cooldowns, moved by hand."""
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,35 +13,9 @@ from aiohttp import web
 
 from proxy.admin import TOKEN_ENV
 from proxy.app import ProxyApp
-from proxy.config import Config
-from tests.conftest import LOOPBACK, FakeClock, route
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, LOOPBACK, FakeClock, route
 
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-async def start_app(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Callable[..., Awaitable[ProxyApp]]]:
-    apps: list[ProxyApp] = []
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-
-    async def start(config: dict[str, Any], clock: FakeClock | None = None) -> ProxyApp:
-        config = {
-            "listen": {"host": LOOPBACK, "port": 0},
-            "admin": {"host": LOOPBACK, "port": 0},
-            **config,
-        }
-        extra = {"clock": clock, "wall_clock": clock} if clock else {}
-        app = ProxyApp(Config.model_validate(config), tmp_path, **extra)
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        await app.stop()
+TOKEN, AUTH = ADMIN_TOKEN, ADMIN_AUTH
 
 
 def urls(app: ProxyApp) -> tuple[str, str]:

@@ -8,7 +8,7 @@ import errno
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV
 from proxy.app import ProxyApp
-from proxy.config import Config
 from proxy.journal import Journal
 from proxy.server import StartupError
-from tests.conftest import LOOPBACK, route
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, LOOPBACK, route
 
-TOKEN = "buffer-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TOKEN, AUTH = ADMIN_TOKEN, ADMIN_AUTH
 
 
 class Ledger:
@@ -73,29 +70,6 @@ async def ledger() -> AsyncIterator[Ledger]:
     ledger = Ledger()
     yield ledger
     await ledger.stop()
-
-
-@pytest.fixture
-async def start_app(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Callable[..., Awaitable[ProxyApp]]]:
-    apps: list[ProxyApp] = []
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-
-    async def start(config: dict[str, Any]) -> ProxyApp:
-        config = {
-            "listen": {"host": LOOPBACK, "port": 0},
-            "admin": {"host": LOOPBACK, "port": 0},
-            **config,
-        }
-        app = ProxyApp(Config.model_validate(config), tmp_path)
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        await app.stop()
 
 
 def buffered_config(port: int, tmp_path: Path, **buffer: Any) -> dict[str, Any]:

@@ -10,12 +10,9 @@ import asyncio
 import json
 import os
 import random
-import re
-import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +22,12 @@ from aiohttp import web
 
 from proxy.admin import TOKEN_ENV
 from tests.conftest import LOOPBACK, route
+from tests.procs import ProxyProcess
+from tests.procs import spawn as spawn_process
 
 SEED = int(os.environ.get("BUFFER_CRASH_SEED", "20240611"))  # to replay a failure
 ROUNDS = 24
 TOKEN = "crash-token"
-LISTENING = re.compile(rb"listening on [\d.]+:(\d+)")
-ADMIN = re.compile(rb"admin listener on [\d.]+:(\d+)")
 
 
 class Ledger:
@@ -83,42 +80,6 @@ class Sent:
     answered_key: str | None = None  # from a 202's JSON body
 
 
-@dataclass
-class ProxyProcess:
-    process: asyncio.subprocess.Process
-    log: bytearray = field(default_factory=bytearray)
-    port: int | None = None
-    admin_port: int | None = None
-    _drain: asyncio.Task[None] | None = None
-
-    def read_log(self) -> None:
-        self._drain = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        while line := await self.process.stderr.readline():
-            self.log += line
-
-    async def wait_listening(self, timeout: float = 20.0) -> None:
-        async with asyncio.timeout(timeout):
-            while True:
-                listening, admin = LISTENING.search(self.log), ADMIN.search(self.log)
-                if listening and admin:
-                    self.port, self.admin_port = int(listening[1]), int(admin[1])
-                    return
-                assert self.process.returncode is None, (
-                    f"the proxy exited ({self.process.returncode}): {self.log.decode()}"
-                )
-                await asyncio.sleep(0.005)
-
-    async def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-        if self._drain is not None:
-            await self._drain
-
-
 @pytest.fixture
 async def spawn(tmp_path: Path) -> AsyncIterator[Callable[[dict[str, Any]], Awaitable]]:
     started: list[ProxyProcess] = []
@@ -126,18 +87,7 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Callable[[dict[str, Any]], Awai
 
     async def run(config: dict[str, Any]) -> ProxyProcess:
         config_file.write_text(json.dumps(config))  # JSON is YAML
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proxy",
-            "run",
-            "--config",
-            str(config_file),
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", TOKEN_ENV: TOKEN},
-        )
-        proxy = ProxyProcess(process)
-        proxy.read_log()
+        proxy = await spawn_process(config_file, {**os.environ, TOKEN_ENV: TOKEN})
         started.append(proxy)
         return proxy
 
@@ -237,7 +187,7 @@ async def test_acknowledged_writes_arrive_exactly_once_across_sigkills(spawn, tm
                     kills += 1
                     logs.append(bytes(proxy.log))
                     continue
-                await proxy.wait_listening()
+                await proxy.wait_listening(admin=True)
                 url = f"http://{LOOPBACK}:{proxy.port}/events/{round_no}"
                 stop = asyncio.Event()
                 writers = [
@@ -257,7 +207,7 @@ async def test_acknowledged_writes_arrive_exactly_once_across_sigkills(spawn, tm
             if not ledger.up:
                 await ledger.start()
             final = await spawn(config)
-            await final.wait_listening()
+            await final.wait_listening(admin=True)
             status = await drained(session, final, timeout=20.0)
             logs.append(bytes(final.log))
     finally:

@@ -7,73 +7,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import re
-import signal
 import sqlite3
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from tests.conftest import LOOPBACK, route
-
-LISTENING = re.compile(rb"listening on [\d.]+:(\d+)")
-
-
-class ProxyProcess:
-    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
-        self.process = process
-        self.url = f"http://{LOOPBACK}:{port}"
-        self.log = bytearray()
-        self._drain = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        while line := await self.process.stderr.readline():
-            self.log += line
-
-    async def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-        await self._drain
+from tests.procs import ProxyProcess, spawn
 
 
 @pytest.fixture
-async def run_proxy(tmp_path: Path) -> AsyncIterator:
+async def run_proxy(tmp_path: Path) -> AsyncIterator[Callable[[dict], Awaitable[ProxyProcess]]]:
     started: list[ProxyProcess] = []
 
     async def run(config: dict) -> ProxyProcess:
         config_file = tmp_path / "config.yaml"
         config_file.write_text(json.dumps(config))  # JSON is YAML
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proxy",
-            "run",
-            "--config",
-            str(config_file),
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert process.stderr is not None
-        seen = b""
-        async with asyncio.timeout(20):
-            while (found := LISTENING.search(seen)) is None:
-                line = await process.stderr.readline()
-                assert line, f"the proxy exited: {seen.decode()}"
-                seen += line
-        proxy = ProxyProcess(process, int(found.group(1)))
-        proxy.log += seen
+        proxy = await spawn(config_file)
         started.append(proxy)
+        await proxy.wait_listening()
         return proxy
 
     yield run
     for proxy in started:
-        if proxy.process.returncode is None:
-            await proxy.kill()
+        await proxy.kill()
 
 
 async def start_origin() -> tuple[web.AppRunner, str]:

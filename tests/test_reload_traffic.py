@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from proxy.admin import TOKEN_ENV
 from proxy.app import ProxyApp
 from proxy.loader import load_file
 from tests.conftest import LOOPBACK, Upstream, route
+from tests.procs import ProxyProcess, spawn
 
 POLL = 0.2  # reload.poll_interval in these tests
 VISIBLE_WITHIN = POLL + 0.8  # the poll interval, plus slack for loading the file under load
@@ -378,43 +378,19 @@ LISTENING = re.compile(rb"listening on [\d.]+:(\d+)")
 
 
 @pytest.fixture
-async def proxy_process() -> AsyncIterator[Callable[[Path], Awaitable[tuple[Any, str, bytearray]]]]:
-    started: list[tuple[asyncio.subprocess.Process, asyncio.Task[None]]] = []
+async def proxy_process() -> AsyncIterator[Callable[[Path], Awaitable[ProxyProcess]]]:
+    started: list[ProxyProcess] = []
 
-    async def run(config_file: Path) -> tuple[asyncio.subprocess.Process, str, bytearray]:
+    async def run(config_file: Path) -> ProxyProcess:
         env = {key: value for key, value in os.environ.items() if key != TOKEN_ENV}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proxy",
-            "run",
-            "--config",
-            str(config_file),
-            stderr=asyncio.subprocess.PIPE,
-            env={**env, "PYTHONUNBUFFERED": "1"},
-        )
-        assert process.stderr is not None
-        log = bytearray()
-        async with asyncio.timeout(20):
-            while (found := LISTENING.search(log)) is None:
-                line = await process.stderr.readline()
-                assert line, f"the proxy exited: {log.decode()}"
-                log += line
-
-        async def drain() -> None:
-            assert process.stderr is not None
-            while line := await process.stderr.readline():
-                log.extend(line)
-
-        started.append((process, asyncio.create_task(drain())))
-        return process, f"http://{LOOPBACK}:{int(found.group(1))}", log
+        proxy = await spawn(config_file, env)
+        started.append(proxy)
+        await proxy.wait_listening()
+        return proxy
 
     yield run
-    for process, drain in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await drain
+    for proxy in started:
+        await proxy.kill()
 
 
 async def test_sighup_reloads_the_file(tmp_path, proxy_process, http_upstream, client):
@@ -427,7 +403,8 @@ async def test_sighup_reloads_the_file(tmp_path, proxy_process, http_upstream, c
     }
     config_file = tmp_path / "config.yaml"
     write_atomically(config_file, config)
-    process, base, log = await proxy_process(config_file)
+    proxy = await proxy_process(config_file)
+    base = proxy.url
 
     async def ready() -> bool:
         async with client.get(base + "/_failover/readyz") as response:
@@ -441,14 +418,14 @@ async def test_sighup_reloads_the_file(tmp_path, proxy_process, http_upstream, c
     await asyncio.sleep(3 * POLL)
     assert (await answer_of(client, base + "/x"))[1] == "first"  # not polled: not applied
 
-    process.send_signal(signal.SIGHUP)
+    proxy.process.send_signal(signal.SIGHUP)
 
     async def applied() -> bool:
         return (await answer_of(client, base + "/x"))[1] == "second"
 
     await eventually(applied, 2)
-    assert process.returncode is None
-    assert b"config reloaded (SIGHUP)" in log
+    assert proxy.process.returncode is None
+    assert b"config reloaded (SIGHUP)" in proxy.log
 
 
 # 5. A removed upstream is drained, then closed ---------------------------------------------

@@ -276,8 +276,13 @@ class AdminApi:
         return self.handler.buffer
 
     async def _buffer_status(self, request: web.Request) -> web.Response:
+        """The summary and the oldest dead letters (``?limit=``, 100 by default)."""
         buffer = self._write_buffer()
-        return _json({**buffer.status(), "dead": buffer.dead_letters()})
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            raise AdminError(400, "limit must be a whole number") from None
+        return _json({**buffer.status(), "dead": buffer.dead_letters(max(0, limit))})
 
     async def _buffer_flush(self, request: web.Request) -> web.Response:
         buffer = self._write_buffer()

@@ -295,7 +295,9 @@ class WriteBuffer:
         is not."""
         return list(self.journal.dead.values())
 
-    def dead_letters(self) -> list[dict[str, Any]]:
+    def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The dead letters, oldest first (the first ``limit`` of them)."""
+        dead = sorted(self._dead(), key=lambda live: live.write.seq)[:limit]
         return [
             {
                 "id": live.write.id,
@@ -306,7 +308,7 @@ class WriteBuffer:
                 "arrived": live.write.arrived,
                 "answer": live.dead,
             }
-            for live in sorted(self._dead(), key=lambda live: live.write.seq)
+            for live in dead
         ]
 
     def dead_count(self) -> int:

@@ -54,13 +54,22 @@ class Store:
         journal = self.journal
         if journal is not None:
             journal[key] = entry
+        self._evict()
+        return True
+
+    def resize(self, max_bytes: int, max_entries: int) -> None:
+        """New bounds (a reload): least recently used entries go until it fits."""
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+        self._evict()
+
+    def _evict(self) -> None:
+        journal = self.journal
         while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
             gone, evicted = self._entries.popitem(last=False)
             self.bytes -= evicted.size
             self.evictions += 1
             if journal is not None:
                 journal[gone] = None
-        return True
 
     def get(self, key: str) -> tuple[Entry, float] | None:
         """The entry and its age; the caller decides whether it is young enough."""

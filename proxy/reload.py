@@ -62,8 +62,8 @@ def plan(old: Runtime, new: Runtime) -> ReloadPlan:
     for name in _SERVER_LIMITS:  # the listener's parser and timeouts are set up once
         if getattr(old_limits, name) != getattr(new_limits, name):
             restart.append(f"limits.{name}")
-    if old_config.cache != new_config.cache:
-        restart.append("cache (path, bounds, flush_interval)")
+    if old_config.cache.path != new_config.cache.path:
+        restart.append("cache.path")
     if old_config.buffer != new_config.buffer:
         restart.append("buffer")
     return ReloadPlan(kept, fresh, removed, purge, tuple(restart))

@@ -132,6 +132,9 @@ class Reloader:
         app.clients, app.guards, observed.guards = clients, guards, guards
         for route in change.purge_routes:
             handler.store.purge(route)
+        handler.store.resize(config.cache.max_size, config.cache.max_entries)
+        if app.cache_writer is not None:
+            app.cache_writer.interval = config.cache.flush_interval
         for name in change.removed:
             app.stop_check(name)
             if name not in runtime.upstreams:

@@ -193,6 +193,9 @@ async def test_a_write_refused_with_400_becomes_a_dead_letter(start_app, ledger,
     assert dead["answer"]["status"] == 400
     assert "bad write" in dead["answer"]["body"]
     assert status["dead_letters"] == 1
+    async with client.get(admin + "/admin/buffer?limit=0", headers=AUTH) as response:
+        listed = await response.json()
+    assert (listed["dead"], listed["dead_letters"]) == ([], 1)
     ledger.refuse.clear()
     async with client.post(admin + f"/admin/buffer/dead/{dead['id']}/retry", headers=AUTH) as r:
         assert r.status == 200

@@ -72,7 +72,6 @@ def test_listener_and_file_changes_need_a_restart(tmp_path: Path):
     tighter = base_config(limits={"max_headers": 50}, cache={"max_size": "1MiB"})
     assert plan(runtime(base_config(), tmp_path), runtime(tighter, tmp_path)).needs_restart == (
         "limits.max_headers",
-        "cache (path, bounds, flush_interval)",
     )
 
 
@@ -282,3 +281,19 @@ async def test_a_ca_file_that_is_not_pem_is_refused_not_a_500(
     assert "upstreams.b.tls.ca_file: not a PEM CA bundle" in result["message"]
     assert await served_by(client, app) == "a"
     assert (await health(client, app))["config"]["reloads"] == {"failure": 1}
+
+
+async def test_new_cache_bounds_apply_at_once(running, http_upstream, client):
+    a = await named(http_upstream, "a")
+    config = {
+        "upstreams": {"a": {"url": a.url}},
+        "routes": [route("r", ("a",), cache={"stale_for": "1h"})],
+    }
+    app, path = await running(config)
+    for n in range(5):
+        await served_by(client, app, f"/x{n}")
+    assert len(app.handler.store) == 5
+    smaller = dict(config, cache={"max_entries": 2})
+    result = await reload(client, app, path, smaller)
+    assert (result["status"], result.get("needs_restart")) == (200, None)
+    assert len(app.handler.store) == 2  # the two most recently used stay

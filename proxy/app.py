@@ -61,15 +61,7 @@ class ProxyApp:
         store = Store(
             max_bytes=config.cache.max_size, max_entries=config.cache.max_entries, clock=clock
         )
-        self.cache_writer: CacheWriter | None = None
-        if config.cache.path is not None:
-            self.cache_writer = CacheWriter(
-                CacheFile(base / config.cache.path),
-                store,
-                interval=config.cache.flush_interval,
-                clock=clock,
-                wall_clock=wall_clock,
-            )
+        self.cache_writer = _cache_writer(config, base, store, clock, wall_clock)
         self.stats = Stats(
             [route.name for route in runtime.routes], runtime.upstreams, clock, wall_clock
         )
@@ -91,22 +83,7 @@ class ProxyApp:
             wall_clock=wall_clock,
         )
         self.ops = self.handler.ops = Ops(self.observed)
-        settings = config.buffer
-        if settings.path is not None:
-            self.handler.buffer = WriteBuffer(
-                Journal(base / settings.path, segment_size=settings.segment_size),
-                BufferSettings(
-                    max_size=settings.max_size,
-                    max_records=settings.max_records,
-                    strict_order=settings.ordering == "strict",
-                    idempotency_header=settings.idempotency_header,
-                    replay_backoff=settings.replay_backoff,
-                    max_replay_backoff=settings.max_replay_backoff,
-                ),
-                clock=clock,
-                wall_clock=wall_clock,
-            )
-        self.observed.buffer = self.handler.buffer
+        self.handler.buffer = self.observed.buffer = _write_buffer(config, base, clock, wall_clock)
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self.admin_port: int | None = None
@@ -267,6 +244,47 @@ class ProxyApp:
         for client in self.clients.values():
             await client.close()
         self.clients.clear()
+
+
+def _cache_writer(
+    config: Config,
+    base: Path,
+    store: Store,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+) -> CacheWriter | None:
+    """The cache's file, when ``cache.path`` asks for one."""
+    if config.cache.path is None:
+        return None
+    return CacheWriter(
+        CacheFile(base / config.cache.path),
+        store,
+        interval=config.cache.flush_interval,
+        clock=clock,
+        wall_clock=wall_clock,
+    )
+
+
+def _write_buffer(
+    config: Config, base: Path, clock: Callable[[], float], wall_clock: Callable[[], float]
+) -> WriteBuffer | None:
+    """The durable write buffer, when ``buffer.path`` asks for one."""
+    settings = config.buffer
+    if settings.path is None:
+        return None
+    return WriteBuffer(
+        Journal(base / settings.path, segment_size=settings.segment_size),
+        BufferSettings(
+            max_size=settings.max_size,
+            max_records=settings.max_records,
+            strict_order=settings.ordering == "strict",
+            idempotency_header=settings.idempotency_header,
+            replay_backoff=settings.replay_backoff,
+            max_replay_backoff=settings.max_replay_backoff,
+        ),
+        clock=clock,
+        wall_clock=wall_clock,
+    )
 
 
 async def serve(config: Config, base: Path, config_file: Path | None = None) -> None:

@@ -22,7 +22,6 @@ Calls (JSON in, JSON out):
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -38,7 +37,7 @@ from proxy.cache_rules import cache_key
 from proxy.drills import KINDS, Drill, Drills
 from proxy.forward import ProxyHandler
 from proxy.health import Observed
-from proxy.ops import Ops
+from proxy.ops import Ops, json_answer
 from proxy.reloader import Reloader
 from proxy.routing import BadTarget, normalise_target
 from proxy.runtime import with_upstream_order
@@ -63,10 +62,6 @@ def admin_token(token_file: str | None, base: Path) -> str | None:
     if not token and token_file:
         token = (base / token_file).read_text().strip()
     return token or None
-
-
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=lambda o: json.dumps(o, indent=1))
 
 
 class AdminApi:
@@ -130,7 +125,7 @@ class AdminApi:
         try:
             return await handler(request)
         except AdminError as exc:
-            return _json({"error": str(exc)}, exc.status)
+            return json_answer({"error": str(exc)}, exc.status)
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -147,7 +142,7 @@ class AdminApi:
         config = runtime.config.model_dump(mode="json", by_alias=True)
         for i, route in enumerate(runtime.routes):
             config["routes"][i]["upstreams"] = list(route.upstreams)  # as in effect now
-        return _json(config)
+        return json_answer(config)
 
     async def _circuit(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -161,7 +156,7 @@ class AdminApi:
         before = "forced " + str(guard.pinned) if guard.pinned else "automatic"
         guard.pin(choices[state], f"admin API (was {before})")
         log.warning("admin: circuit of %s set to %s (was %s)", name, state, before)
-        return _json({"upstream": name, "circuit": state, "was": before})
+        return json_answer({"upstream": name, "circuit": state, "was": before})
 
     async def _reorder(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -182,7 +177,7 @@ class AdminApi:
             " -> ".join(order),
             " -> ".join(route.upstreams),
         )
-        return _json({"route": name, "upstreams": order, "was": list(route.upstreams)})
+        return json_answer({"route": name, "upstreams": order, "was": list(route.upstreams)})
 
     async def _purge(self, request: web.Request) -> web.Response:
         body = await _body(request)
@@ -199,7 +194,7 @@ class AdminApi:
         else:
             raise AdminError(400, 'send {}, {"route": name} or {"key": {...}}')
         log.warning("admin: cache purged (%s): %d entries", what, purged)
-        return _json({"purged": purged})
+        return json_answer({"purged": purged})
 
     def _key(self, spec: Any) -> str:
         if not isinstance(spec, dict) or not isinstance(spec.get("target"), str):
@@ -222,7 +217,7 @@ class AdminApi:
         return cache_key(route.name, method, host, path, query, headers, route.cache.policy)
 
     async def _list_drills(self, request: web.Request) -> web.Response:
-        return _json([_drill_json(d, self.observed.clock()) for d in self.drills.active()])
+        return json_answer([_drill_json(d, self.observed.clock()) for d in self.drills.active()])
 
     async def _start_drill(self, request: web.Request) -> web.Response:
         body = await _body(request)
@@ -251,7 +246,7 @@ class AdminApi:
         drill = Drill(str(upstream), kind, float(percent), now, now + duration, latency, status)
         self.drills.start(drill)
         log.warning("admin: drill on %s: %s for %ss", upstream, drill.describe(), duration)
-        return _json(_drill_json(drill, now), 201)
+        return json_answer(_drill_json(drill, now), 201)
 
     async def _stop_drill(self, request: web.Request) -> web.Response:
         upstream = request.match_info["upstream"]
@@ -259,7 +254,7 @@ class AdminApi:
         if drill is None:
             raise AdminError(404, f"no drill runs on {upstream!r}")
         log.warning("admin: drill on %s stopped", upstream)
-        return _json({"stopped": upstream})
+        return json_answer({"stopped": upstream})
 
     async def _reload(self, request: web.Request) -> web.Response:
         if self.reloader is None:
@@ -268,7 +263,7 @@ class AdminApi:
         body = {"reloaded": result.applied, "message": result.message}
         if result.needs_restart:
             body["needs_restart"] = list(result.needs_restart)
-        return _json(body, 200 if result.applied else 400)
+        return json_answer(body, 200 if result.applied else 400)
 
     def _write_buffer(self) -> WriteBuffer:
         if self.handler.buffer is None:
@@ -282,27 +277,27 @@ class AdminApi:
             limit = int(request.query.get("limit", "100"))
         except ValueError:
             raise AdminError(400, "limit must be a whole number") from None
-        return _json({**buffer.status(), "dead": buffer.dead_letters(max(0, limit))})
+        return json_answer({**buffer.status(), "dead": buffer.dead_letters(max(0, limit))})
 
     async def _buffer_flush(self, request: web.Request) -> web.Response:
         buffer = self._write_buffer()
         buffer.flush()
         log.warning("admin: buffer flush: every route's replay tried now")
-        return _json({"flushing": buffer.status()["depth"]})
+        return json_answer({"flushing": buffer.status()["depth"]})
 
     async def _dead_retry(self, request: web.Request) -> web.Response:
         write_id = request.match_info["id"]
         if not await self._write_buffer().retry_dead(write_id):
             raise AdminError(404, f"no dead letter {write_id!r}")
         log.warning("admin: dead letter %s sent back to the replay queue", write_id)
-        return _json({"retrying": write_id})
+        return json_answer({"retrying": write_id})
 
     async def _dead_delete(self, request: web.Request) -> web.Response:
         write_id = request.match_info["id"]
         if not await self._write_buffer().delete_dead(write_id):
             raise AdminError(404, f"no dead letter {write_id!r}")
         log.warning("admin: dead letter %s deleted", write_id)
-        return _json({"deleted": write_id})
+        return json_answer({"deleted": write_id})
 
 
 def _drill_json(drill: Drill, now: float) -> dict[str, Any]:

@@ -371,7 +371,7 @@ class ProxyHandler:
             return await self._deliver(write, body)
 
     async def _deliver(self, write: Write, body: bytes) -> tuple[Verdict, dict[str, Any] | None]:
-        runtime, clients, guards = self.runtime, self.clients, self.guards
+        runtime = self.runtime
         route = next((r for r in runtime.routes if r.name == write.route), None)
         if route is None or not route.buffers_writes:
             return Verdict.DEAD, {"reason": f"the route {write.route!r} no longer buffers writes"}
@@ -381,48 +381,34 @@ class ProxyHandler:
         if name not in headers:
             headers[name] = write.idempotency_key
         path, _, query = write.target.partition("?")
-        loop = asyncio.get_running_loop()
-        for upstream in route.upstreams:
-            guard = guards[upstream]
-            ticket = guard.admit()
-            if isinstance(ticket, Failure):
-                continue
-            client = clients[upstream]
-            upstream_headers = runtime.forwarding.upstream_request(
-                headers,
-                version=(1, 1),
-                client_ip=write.client_ip,
-                preserve_host=client.settings.preserve_host,
-            )
-            try:
-                outcome = await attempt(
-                    client,
-                    write.method,
-                    client.url(path, query),
-                    upstream_headers,
-                    body,
-                    deadline_at=loop.time() + route.deadline,
-                    failure_statuses=route.failure_statuses,
-                    max_buffered=4096,
-                )
-            except BaseException:
-                guard.abandon(ticket)
-                raise
-            if isinstance(outcome, Failed):
-                guard.finish(
-                    ticket, outcome.failure, status=outcome.status, retry_after=outcome.retry_after
-                )
-                continue
-            response = outcome.response
-            status = response.status
-            text = b"".join(outcome.chunks)[:4096].decode(errors="replace")
-            response.close()
-            guard.finish(ticket, None)
-            result = verdict(status)
-            if result is Verdict.RETRY:
-                continue
-            return result, {"upstream": upstream, "status": status, "body": text}
-        return Verdict.RETRY, None
+        # The same chain as a client's request (guards, retries, drills, counters); the
+        # key makes every failure safe to move on from.
+        replay = Exchange(
+            None,
+            runtime,
+            route,
+            write.method,
+            headers,
+            (1, 1),
+            write.client_ip,
+            path,
+            query,
+            self.clients,
+            self.guards,
+            self.generation,
+            headers.get("X-Request-Id") or write.id,
+        )
+        _, chosen, _ = await self.walk(replay, body, None)
+        if chosen is None:
+            return Verdict.RETRY, None
+        response = chosen.answer.response
+        text = b"".join(chosen.answer.chunks)[:4096].decode(errors="replace")
+        response.close()
+        chosen.guard.finish(chosen.ticket, None)
+        result = verdict(response.status)
+        if result is Verdict.RETRY:
+            return result, None
+        return result, {"upstream": chosen.upstream, "status": response.status, "body": text}
 
     def route_health(self, route: RouteRuntime, *, stale: bool = False) -> Health:
         """DESIGN.md 2: a fresh hit is healthy while the first upstream would be tried,

@@ -21,11 +21,11 @@ class Ops:
     def answer(self, name: str, *, metrics: bool = True) -> web.Response | None:
         """The answer for one of the paths, or None if ``name`` is not one of them."""
         if name == "livez":
-            return _json({"live": True})
+            return json_answer({"live": True})
         if name == "readyz":
-            return _json({"ready": self.ready}, 200 if self.ready else 503)
+            return json_answer({"ready": self.ready}, 200 if self.ready else 503)
         if name == "health":
-            return _json(report(self.observed))
+            return json_answer(report(self.observed))
         if name == "metrics" and metrics:
             return web.Response(
                 body=exposition(self.registry), headers={"Content-Type": CONTENT_TYPE}
@@ -33,7 +33,8 @@ class Ops:
         return None
 
 
-def _json(body: object, status: int = 200) -> web.Response:
+def json_answer(body: object, status: int = 200) -> web.Response:
+    """JSON for operators: indented, never cached."""
     return web.Response(
         status=status,
         body=json.dumps(body, indent=1).encode(),

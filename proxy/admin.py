@@ -1,7 +1,10 @@
 """The admin API: its own listener (``admin.host``, loopback by default), never the main
 one. Every call needs ``Authorization: Bearer <token>`` (compared in constant time),
 except ``GET /``: the status page's static shell, which holds no state and asks for
-the token to read ``/health``. Every action is logged at WARNING with what changed.
+the token to read ``/health``. Before the token, every request (``GET /`` too) must
+name this listener in its ``Host`` (:mod:`proxy.admin_hosts`; else 421), so a browser
+tricked by DNS rebinding cannot reach it. Every action is logged at WARNING with what
+changed.
 
 Calls (JSON in, JSON out):
 
@@ -9,8 +12,9 @@ Calls (JSON in, JSON out):
 - ``GET /admin/config``: the effective config (with any operator reorder applied).
 - ``PUT /admin/upstreams/{name}/circuit`` ``{"state": "open"|"closed"|"automatic"}``.
 - ``PUT /admin/routes/{name}/upstreams`` ``{"order": [...]}``: until the next reload.
-- ``POST /admin/cache/purge`` ``{}`` (all), ``{"route": name}`` or ``{"key": {"method",
-  "host", "target", "headers"}}`` (the entry a request like that would use).
+- ``POST /admin/cache/purge`` ``{}`` (all), ``{"route": name}`` (404 for a name the
+  config lacks) or ``{"key": {"method", "host", "target", "headers"}}`` (the entry a
+  request like that would use).
 - ``GET /admin/drills``; ``POST /admin/drills`` ``{"upstream", "kind", "percent",
   "duration", "latency", "status"}``; ``DELETE /admin/drills/{upstream}``.
 - ``POST /admin/reload``: reload config.yaml now (400 with the reason if refused).
@@ -21,6 +25,7 @@ Calls (JSON in, JSON out):
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
@@ -31,6 +36,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.admin_hosts import AllowedHosts, host_of
 from proxy.breaker import State
 from proxy.buffer import WriteBuffer
 from proxy.cache_rules import cache_key
@@ -41,6 +47,7 @@ from proxy.ops import Ops, json_answer
 from proxy.reloader import Reloader
 from proxy.routing import BadTarget, normalise_target
 from proxy.runtime import with_upstream_order
+from proxy.server import without_server_software
 from proxy.status_page import PAGE
 from proxy.units import parse_duration
 
@@ -80,9 +87,13 @@ class AdminApi:
         self.observed = observed
         self.drills = drills
         self.ops = ops
+        # The address the listener was bound to; a reload cannot move it (restart).
+        self._listen_host = handler.runtime.config.admin.host
+        self._hosts_for: tuple[str, ...] | None = None
+        self._hosts = AllowedHosts.build(self._listen_host, [])
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth, self._errors])
+        app = web.Application(middlewares=[self._host, self._auth, self._errors])
         app.router.add_get("/", self._page)
         for name in ("livez", "readyz", "health", "metrics"):
             app.router.add_get(f"/{name}", self._ops)
@@ -99,6 +110,37 @@ class AdminApi:
         app.router.add_post("/admin/buffer/dead/{id}/retry", self._dead_retry)
         app.router.add_delete("/admin/buffer/dead/{id}", self._dead_delete)
         return app
+
+    def _allowed_hosts(self) -> AllowedHosts:
+        """``admin.allowed_hosts`` as the running config has it (a reload applies it)."""
+        names = tuple(self.handler.runtime.config.admin.allowed_hosts)
+        if names != self._hosts_for:
+            self._hosts = AllowedHosts.build(self._listen_host, list(names))
+            self._hosts_for = names
+        return self._hosts
+
+    @web.middleware
+    async def _host(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """421 unless ``Host`` names this listener, whatever the token says. No ``Host``:
+        400 on HTTP/1.1 (RFC 9112 3.2 requires it), 421 on HTTP/1.0 (nothing says the
+        request is meant for us); several, or one that is not a host: 400."""
+        given = request.headers.getall("Host", [])
+        if len(given) > 1 or (not given and request.version >= (1, 1)):
+            return json_answer({"error": "exactly one Host header is required"}, 400)
+        host = host_of(given[0]) if given else None
+        if given and host is None:
+            return json_answer({"error": "the Host header is not a host"}, 400)
+        if host is None or not self._allowed_hosts().allows(host):
+            log.warning(
+                "admin: refused %s %s from %s: Host %r is not this listener",
+                request.method,
+                request.path,
+                request.remote,
+                given[0] if given else None,
+            )
+            message = "this listener does not answer to that Host (see admin.allowed_hosts)"
+            return json_answer({"error": message}, 421)
+        return await handler(request)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -188,7 +230,10 @@ class AdminApi:
             store.remove(key)
             purged, what = int(existed), "one key"
         elif "route" in body:
-            purged, what = store.purge(str(body["route"])), f"route {body['route']}"
+            name = str(body["route"])
+            if all(route.name != name for route in self.handler.runtime.routes):
+                raise AdminError(404, f"no route named {name!r}")  # a typo is not "0 purged"
+            purged, what = store.purge(name), f"route {name}"
         elif not body:
             purged, what = store.purge(), "everything"
         else:
@@ -320,3 +365,18 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise AdminError(400, "the body must be a JSON object")
     return body
+
+
+class _AdminRequest(web.Request):
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        await super()._prepare_hook(response)
+        without_server_software(response)
+
+
+def serve_without_versions(runner: web.AppRunner) -> None:
+    """After ``runner.setup()``: admin answers do not advertise versions either. A
+    request class rather than ``on_response_prepare``, which aiohttp does not send for
+    a request it could not parse (its 400 would still say ``Server: ... aiohttp/3.y``)."""
+    server = runner.server
+    assert server is not None, "called before setup()"
+    server.request_factory = functools.partial(runner.app._make_request, _cls=_AdminRequest)

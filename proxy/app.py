@@ -1,6 +1,13 @@
 """Process lifecycle: build the runtime, open the upstream pools, listen, and drain on
-SIGTERM/SIGINT (stop accepting, let in-flight requests finish within
-``shutdown_grace``, then close the pools)."""
+SIGTERM/SIGINT.
+
+The drain is Envoy's (and Istio's sidecar drain): ``readyz`` answers 503 at once while the
+listener keeps accepting and answering as usual, because whoever routes to the proxy
+(a kubelet probe, a load balancer, the app next to it) notices later than the signal
+arrives. The listener closes once nothing has been in flight and no request has arrived
+for :data:`DRAIN_QUIET`, or when ``shutdown_grace`` is over; requests still running then
+are cancelled. Then buffered writes are replayed for up to ``shutdown_grace`` while
+upstreams take them, and the pools close. A second signal ends the drain at once."""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV, AdminApi, admin_token
+from proxy.admin import TOKEN_ENV, AdminApi, admin_token, serve_without_versions
 from proxy.buffer import BufferSettings, WriteBuffer
 from proxy.cache import Store
 from proxy.cache_file import CacheFile, CacheFileError
@@ -36,6 +43,10 @@ from proxy.stats import Stats
 from proxy.upstream import UpstreamClient
 
 log = logging.getLogger("failover_proxy")
+
+DRAIN_QUIET = 1.0  # seconds with nothing in flight and no new request: the drain is over
+_DRAIN_POLL = 0.05
+_CANCEL_WAIT = 1.0  # for handlers cancelled at the end of the drain to unwind
 
 
 class ProxyApp:
@@ -85,6 +96,8 @@ class ProxyApp:
         self.ops = self.handler.ops = Ops(self.observed)
         self.handler.buffer = self.observed.buffer = _write_buffer(config, base, clock, wall_clock)
         self._runner: web.ServerRunner | None = None
+        self._drain_deadline: float | None = None  # loop time; set by drain()
+        self.hurry = asyncio.Event()  # a second SIGTERM: stop draining, close now
         self._admin_runner: web.AppRunner | None = None
         self.admin_port: int | None = None
         self._checks: dict[str, asyncio.Task[None]] = {}
@@ -103,9 +116,9 @@ class ProxyApp:
             self.start_check(name)
         config = runtime.config
         server = build_server(self.handler, config.limits)
-        self._runner = web.ServerRunner(
-            server, handle_signals=False, shutdown_timeout=config.shutdown_grace
-        )
+        # stop() waits for requests in flight itself (up to shutdown_grace); aiohttp's own
+        # wait is only for the ones cancelled after that
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=_CANCEL_WAIT)
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
@@ -159,6 +172,7 @@ class ProxyApp:
         api = AdminApi(token, self.handler, self.observed, self.drills, self.ops, self.reloader)
         self._admin_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await self._admin_runner.setup()
+        serve_without_versions(self._admin_runner)
         site = web.TCPSite(
             self._admin_runner, config.admin.host, config.admin.port, reuse_address=True
         )
@@ -182,18 +196,87 @@ class ProxyApp:
             where = buffer.journal.directory
             raise StartupError(f"cannot open the write buffer {where}: {exc}") from None
 
+    async def drain(self) -> None:
+        """SIGTERM's first step: ``readyz`` answers 503 while the listener keeps serving,
+        until the proxy is idle for :data:`DRAIN_QUIET` (nothing in flight, no request
+        arrived, probes included) or ``shutdown_grace`` is over, or :attr:`hurry` is set
+        (a second signal). :meth:`stop` then closes the listener."""
+        self.ops.ready = False
+        runner = self._runner
+        if runner is None or runner.server is None:
+            return
+        server = runner.server
+        grace = self.handler.runtime.config.shutdown_grace
+        loop = asyncio.get_running_loop()
+        started = idle_since = loop.time()
+        self._drain_deadline = deadline = started + grace
+        log.info(
+            "draining: readyz answers 503; %d requests in flight; the listener stays open "
+            "until %ss pass without a request or shutdown_grace (%ss) is over",
+            self.handler.in_flight,
+            DRAIN_QUIET,
+            grace,
+        )
+        seen = server.requests_count
+        reason = "shutdown_grace is over"
+        while (now := loop.time()) < deadline:
+            if self.hurry.is_set():
+                reason = "a second signal"
+                break
+            if server.requests_count != seen or self.handler.in_flight:
+                seen, idle_since = server.requests_count, now
+            elif now - idle_since >= DRAIN_QUIET:
+                reason = "idle"
+                break
+            await asyncio.sleep(min(_DRAIN_POLL, deadline - now))
+        log.info(
+            "draining: closing the listener after %.1fs (%s); %d requests in flight",
+            loop.time() - started,
+            reason,
+            self.handler.in_flight,
+        )
+
+    async def _close_listener(self, runner: web.ServerRunner) -> None:
+        """Stop accepting; requests in flight finish until the drain's deadline (or
+        ``shutdown_grace`` from now, without a drain); what still runs is cancelled."""
+        loop = asyncio.get_running_loop()
+        deadline = self._drain_deadline
+        if deadline is None:
+            deadline = loop.time() + self.handler.runtime.config.shutdown_grace
+        for site in list(runner.sites):
+            await site.stop()
+        while self.handler.in_flight and loop.time() < deadline and not self.hurry.is_set():
+            await asyncio.sleep(_DRAIN_POLL)
+        if self.handler.in_flight:
+            log.warning(
+                "draining: %d requests still in flight when shutdown_grace was over; "
+                "cancelled (their clients see the connection close)",
+                self.handler.in_flight,
+            )
+        await runner.cleanup()
+
     async def _drain_buffer(self, buffer: WriteBuffer) -> None:
         """Deliver buffered writes before exiting when upstreams take them (a pod being
         deleted may lose its disk); what is left stays in the journal for the next start."""
         if not buffer.status()["depth"]:
             return
         grace = self.handler.runtime.config.shutdown_grace
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         left = await buffer.drain(grace)
         if left:
+            waited = loop.time() - started
+            why = (
+                "shutdown_grace is over"
+                if waited >= grace
+                else "a pass where no upstream took a write"
+            )
             log.warning(
-                "buffer: %d writes still wait after %ss; they stay in %s for the next start",
+                "buffer: %d writes still wait after %.1fs of replay at shutdown (%s); they "
+                "stay in %s for the next start",
                 left,
-                grace,
+                waited,
+                why,
                 buffer.journal.directory,
             )
 
@@ -217,6 +300,13 @@ class ProxyApp:
             log.error("%s: the cache is kept in memory only", exc)
             self.cache_writer = None
             return
+        # a status the route no longer keeps (a 404 kept by an older version): not a
+        # last good answer; deleted from the file with the writer's first flush
+        for key, entry in self.handler.store.items():
+            rules = routes.get(entry.route)
+            if rules is not None and entry.status not in rules.policy.statuses:
+                self.handler.store.remove(key)
+                loaded -= 1
         log.info("cache: %d answers loaded from %s", loaded, writer.file.path)
         writer.start()
 
@@ -229,7 +319,7 @@ class ProxyApp:
         await asyncio.gather(*self._checks.values(), return_exceptions=True)
         self._checks.clear()
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._close_listener(self._runner)
             self._runner = None
         await self.handler.close()
         buffer = self.handler.buffer
@@ -292,16 +382,20 @@ async def serve(config: Config, base: Path, config_file: Path | None = None) -> 
     app = ProxyApp(config, base, config_file=config_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:
+        (app.hurry if stop.is_set() else stop).set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_stop)
     reloader = app.reloader
     if reloader is not None:
         pending: set[asyncio.Task[object]] = set()
 
         def on_hup() -> None:
-            if not app.ops.ready:  # still starting (or stopping): nothing to reload yet
-                log.warning("SIGHUP ignored: the proxy is not serving yet")
+            if not app.ops.ready:  # still starting, or draining: nothing to reload
+                log.warning("SIGHUP ignored: the proxy is starting or draining")
                 return
             task = asyncio.create_task(reloader.reload("SIGHUP"))
             pending.add(task)
@@ -312,7 +406,7 @@ async def serve(config: Config, base: Path, config_file: Path | None = None) -> 
     await app.start()
     try:
         await stop.wait()
-        log.info("shutting down: draining in-flight requests for up to %ss", config.shutdown_grace)
+        await app.drain()
     finally:
         await app.stop()
 

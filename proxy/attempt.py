@@ -2,7 +2,9 @@
 :class:`Answer` (good enough to relay) or a :class:`Failed` (with its failure class).
 
 What counts as failure is the route's: a status in ``failure_statuses`` or any
-exception :func:`proxy.errors.classify_exception` knows. A failed answer's body is
+exception :func:`proxy.errors.classify_exception` knows; and, whatever the route, an
+answer with a header the proxy cannot relay unchanged (:func:`proxy.headers.unsafe_header`),
+which is never passed through either. A failed answer's body is
 kept (up to a bound) because it may still be passed through when nothing better is
 left. A good answer's body is read up to ``max_buffered`` bytes before the caller
 commits, so a short read there is still a failure of this try, not of the client's
@@ -23,7 +25,7 @@ from yarl import URL
 
 from proxy.drills import Drill
 from proxy.errors import Failure, classify_exception, classify_status
-from proxy.headers import HeaderList, parse_retry_after
+from proxy.headers import HeaderList, parse_retry_after, unsafe_header
 from proxy.upstream import UpstreamClient
 from proxy.validate import Validator
 
@@ -132,6 +134,11 @@ async def attempt(
     response: aiohttp.ClientResponse | None = None
     try:
         response = await client.send(method, url, headers, data, client.timeout_for(remaining))
+        if (unsafe := unsafe_header(response.raw_headers)) is not None:
+            # never relayed altered, nor passed through as a last resort: fail over
+            response.close()
+            log.info("%s answered with bytes the proxy does not relay in %s", url.origin(), unsafe)
+            return Failed(Failure.INVALID_RESPONSE, response.status)
         failure = classify_status(response.status, failure_statuses)
         if failure is not None:
             return await _failed_answer(client, response, failure, max_buffered)

@@ -5,9 +5,13 @@ A body up to the route's ``retry.max_replay_body`` is held in memory, so it can 
 replayed to a second try. A larger one (or one whose length is unknown and turns out
 larger) streams to the first upstream only: :class:`StreamedBody` remembers whether
 it has started to flow, because a try that was refused before sending a byte can still
-move on with it. Reads time out after ``limits.client_body_timeout`` of silence
-(nginx's ``client_body_timeout`` semantics), and the whole body is bounded by
-``limits.max_body``.
+move on with it. The whole body is bounded by ``limits.max_body``.
+
+``limits.client_body_timeout`` is a budget for the whole body, not a per-read silence
+timeout (nginx's): the time spent waiting for the client's bytes is summed over every
+read, so a client that trickles a byte a second is cut (408) once the budget is spent,
+however steadily it sends. Time spent waiting for a slow upstream to take a streamed
+body is not the client's and does not count.
 """
 
 from __future__ import annotations
@@ -28,44 +32,52 @@ class ClientBodyError(Exception):
         self.message = message
 
 
-async def _read_some(content: StreamReader, timeout: float) -> bytes:
-    try:
-        async with asyncio.timeout(timeout):
-            return await content.readany()
-    except TimeoutError:
-        raise ClientBodyError(408, "the request body arrived too slowly") from None
-    except (ConnectionError, aiohttp.EofStream):
-        raise ClientBodyError(400, "the client went away while sending the body") from None
+class BodyReader:
+    """The client's body, read within ``max_body`` bytes and ``timeout`` seconds of
+    waiting for it in all (one budget per request, shared by every read)."""
 
+    def __init__(self, content: StreamReader, max_body: int, timeout: float) -> None:
+        self._content = content
+        self._max_body = max_body
+        self._left = timeout
+        self.size = 0
 
-async def read_prefix(
-    content: StreamReader, limit: int, max_body: int, timeout: float
-) -> tuple[list[bytes], int, bool]:
-    """Read until more than ``limit`` bytes or the end: ``(chunks, size, complete)``."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await _read_some(content, timeout)
-        if not chunk:
-            return chunks, size, True
-        size += len(chunk)
-        if size > max_body:
+    async def read(self) -> bytes:
+        """The next chunk, or ``b""`` at the end of the body."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(self._left):
+                chunk = await self._content.readany()
+        except TimeoutError:
+            raise ClientBodyError(408, "the request body arrived too slowly") from None
+        except (ConnectionError, aiohttp.EofStream):
+            raise ClientBodyError(400, "the client went away while sending the body") from None
+        finally:
+            self._left -= loop.time() - started
+        self.size += len(chunk)
+        if self.size > self._max_body:
             raise ClientBodyError(413, "the request body is larger than the proxy accepts")
+        return chunk
+
+
+async def read_prefix(reader: BodyReader, limit: int) -> tuple[list[bytes], bool]:
+    """Read until more than ``limit`` bytes or the end: ``(chunks, complete)``."""
+    chunks: list[bytes] = []
+    while reader.size <= limit:
+        chunk = await reader.read()
+        if not chunk:
+            return chunks, True
         chunks.append(chunk)
-    return chunks, size, False
+    return chunks, False
 
 
 class StreamedBody:
     """A body too large to hold: what was read so far, then the rest as it arrives."""
 
-    def __init__(
-        self, prefix: list[bytes], size: int, content: StreamReader, max_body: int, timeout: float
-    ) -> None:
+    def __init__(self, prefix: list[bytes], reader: BodyReader) -> None:
         self._prefix = prefix
-        self._size = size
-        self._content = content
-        self._max_body = max_body
-        self._timeout = timeout
+        self._reader = reader
         self.started = False
         self.finished = False
         self.error: ClientBodyError | None = None
@@ -74,20 +86,13 @@ class StreamedBody:
         self.started = True
         for chunk in self._prefix:
             yield chunk
-        size = self._size
         while True:
             try:
-                chunk = await _read_some(self._content, self._timeout)
+                chunk = await self._reader.read()
             except ClientBodyError as exc:
                 self.error = exc
                 raise
             if not chunk:
                 self.finished = True
                 return
-            size += len(chunk)
-            if size > self._max_body:
-                self.error = ClientBodyError(
-                    413, "the request body is larger than the proxy accepts"
-                )
-                raise self.error
             yield chunk

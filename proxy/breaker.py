@@ -12,6 +12,14 @@ HALF_OPEN at most ``half_open_probes`` calls are in flight at once; the rest are
          as if open. When that many probes have succeeded: CLOSED, window cleared, trip
          count reset. Any probe fails: OPEN again, for longer.
 
+Background calls (a buffered write's replay, ``acquire(background=True)``) go through a
+closed circuit like any other, but do not take a probe away from client traffic: they
+may probe only once the open time has been up for ``open_for`` (the configured base)
+with no client call probing in that time. Otherwise a replay that keeps failing (a
+write the upstream refuses) would take every probe, and each failure would re-open the
+circuit for twice as long while client requests that would have succeeded never got
+to probe it.
+
 Modelled on Resilience4j's CircuitBreaker (count/time windows, slow calls, bounded
 half-open permits) and Envoy's outlier detection (consecutive failures, growing
 ejection time). Every transition is handed to ``on_transition``: the seam for logs,
@@ -91,21 +99,34 @@ class CircuitBreaker:
         self._probes_in_flight = 0
         self._probes_succeeded = 0
         self._closed_permit = Permit(self._generation, probe=False)
+        self._client_probed_at = 0.0  # when a client call last took a half-open probe
 
     # -- admission -----------------------------------------------------------------
 
-    def acquire(self) -> Permit | None:
-        """A permit to call, or None: the circuit refuses (``breaker_open``)."""
+    def acquire(self, *, background: bool = False) -> Permit | None:
+        """A permit to call, or None: the circuit refuses (``breaker_open``).
+        ``background``: a call no client waits for, which probes only a quiet circuit."""
         if self.state is State.OPEN:
-            if self._clock() < self.open_until:
+            now = self._clock()
+            if now < self.open_until or (background and not self._quiet(now)):
                 return None
             self._move(State.HALF_OPEN, f"open for {self._open_duration_text()}")
         if self.state is State.HALF_OPEN:
             if self._probes_in_flight >= self.settings.half_open_probes:
                 return None
+            if background:
+                if not self._quiet(self._clock()):
+                    return None
+            else:
+                self._client_probed_at = self._clock()
             self._probes_in_flight += 1
             return Permit(self._generation, probe=True)
         return self._closed_permit  # one per generation: nothing to allocate per call
+
+    def _quiet(self, now: float) -> bool:
+        """Whether the circuit's open time has been up for ``open_for`` with no client
+        call probing it: then no client is kept from a probe by a background call."""
+        return now - max(self.open_until, self._client_probed_at) >= self.settings.open_for
 
     def release(self, permit: Permit) -> None:
         """The permit's call ended without an outcome that counts (e.g. the client left)."""

@@ -1,5 +1,6 @@
-"""The durable write buffer (DESIGN.md section 7): accepting writes into the journal,
-and replaying them in arrival order per route until an upstream takes them.
+"""The durable write buffer (README, "Writes: the durable buffer"): accepting writes
+into the journal, and replaying them in arrival order per route until an upstream
+takes them.
 
 Accepting: a write is acknowledged (``202``) only when its frame is synced. Concurrent
 accepts share one ``fdatasync`` (group commit): while one batch is being synced the

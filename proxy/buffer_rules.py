@@ -12,6 +12,7 @@ from proxy.headers import FailedHop
 READS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 NOT_PROCESSED = frozenset({503, 429})  # by convention refused before any processing
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+FINAL_5XX = frozenset({501, 505})  # not implemented, version not supported: no retry helps
 
 
 def not_applied(hops: Iterable[FailedHop]) -> bool:
@@ -36,13 +37,24 @@ class Verdict(Enum):
     RETRY = "retry"  # later, with backoff
 
 
+def final(status: int) -> bool:
+    """Whether the upstream's answer to a replayed write is the application's verdict
+    on that write, one that sending it again cannot change: ``501`` and ``505`` (the
+    method or the version will not be supported a minute later), and every 4xx but
+    the ones that mean "not now" (408, 409, 425, 429). Such an answer is not an outage
+    of the upstream, so it does not count against its breaker either."""
+    if status in FINAL_5XX:
+        return True
+    return 400 <= status < 500 and status not in RETRYABLE_4XX
+
+
 def verdict(status: int) -> Verdict:
     """What a replayed write's answer means (a failure status or no answer: RETRY)."""
     if 200 <= status < 300:
         return Verdict.DELIVERED
-    if status >= 500 or status in RETRYABLE_4XX:
-        return Verdict.RETRY
-    return Verdict.DEAD  # other 4xx, and 1xx/3xx, which a replay cannot act on
+    if final(status) or status < 200 or 300 <= status < 400:
+        return Verdict.DEAD  # and 1xx/3xx, which a replay cannot act on
+    return Verdict.RETRY  # other 5xx, and 4xx that mean "not now"
 
 
 def replay_backoff(failures: int, first: float, cap: float) -> float:

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from proxy.cache_rules import uri_of
 from proxy.freshness import NO_LIMITS, UpstreamLimits
 
 _OVERHEAD = 256  # bytes counted per entry for its key, headers and bookkeeping
@@ -30,11 +31,22 @@ class Entry:
 
 
 class Store:
-    def __init__(self, *, max_bytes: int, max_entries: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        max_entries: int,
+        clock: Callable[[], float],
+        uri_of: Callable[[str], str] = uri_of,
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, Entry] = OrderedDict()
+        # target URI (:func:`proxy.cache_rules.uri_key`) -> its keys (every method and
+        # variant): an unsafe request's success invalidates them without a scan
+        self._uri_of = uri_of
+        self._by_uri: dict[str, set[str]] = {}
         self.bytes = 0
         self.evictions = 0
         # key -> its new entry, or None when it went: what the disk copy has not seen yet.
@@ -50,6 +62,7 @@ class Store:
             return False
         self.remove(key)
         self._entries[key] = entry
+        self._by_uri.setdefault(self._uri_of(key), set()).add(key)
         self.bytes += entry.size
         journal = self.journal
         if journal is not None:
@@ -66,6 +79,7 @@ class Store:
         journal = self.journal
         while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
             gone, evicted = self._entries.popitem(last=False)
+            self._unindex(gone)
             self.bytes -= evicted.size
             self.evictions += 1
             if journal is not None:
@@ -82,9 +96,27 @@ class Store:
     def remove(self, key: str) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
+            self._unindex(key)
             self.bytes -= old.size
             if self.journal is not None:
                 self.journal[key] = None
+
+    def _unindex(self, key: str) -> None:
+        uri = self._uri_of(key)
+        keys = self._by_uri[uri]
+        keys.discard(key)
+        if not keys:
+            del self._by_uri[uri]
+
+    def invalidate(self, uri: str) -> int:
+        """Drop every entry of one target URI (RFC 9111 4.4); returns how many went."""
+        keys = self._by_uri.get(uri)
+        if not keys:
+            return 0
+        gone = list(keys)
+        for key in gone:
+            self.remove(key)
+        return len(gone)
 
     def items(self) -> list[tuple[str, Entry]]:
         """Every entry, least recently used first."""

@@ -1,7 +1,7 @@
-"""The cache in front of the failover chain (DESIGN.md section 4): a fresh hit served
-without asking an upstream, a stale copy served while one background call refreshes
-it, concurrent misses for one key sharing one upstream call, and keeping the answers
-the chain got. The rules (what is kept, when it may be used) are
+"""The cache in front of the failover chain (README, "What happens to a request", step
+4): a fresh hit served without asking an upstream, a stale copy served while one
+background call refreshes it, concurrent misses for one key sharing one upstream call,
+and keeping the answers the chain got. The rules (what is kept, when it may be used) are
 :mod:`proxy.cache_rules` and :mod:`proxy.freshness`; the chain is the handler's.
 """
 
@@ -19,7 +19,15 @@ from multidict import CIMultiDict
 from proxy.attempt import Answer, ErrorAnswer
 from proxy.bodies import StreamedBody
 from proxy.cache import Entry, Store
-from proxy.cache_rules import Use, cache_key, may_serve_stale, not_storable, use_on_arrival
+from proxy.cache_rules import (
+    Use,
+    cache_key,
+    invalidates,
+    may_serve_stale,
+    not_storable,
+    uri_key,
+    use_on_arrival,
+)
 from proxy.exchange import Exchange
 from proxy.fallback import FailoverPlan, Health
 from proxy.freshness import NO_LIMITS, initial_age, upstream_limits
@@ -168,8 +176,9 @@ class CacheFront:
             self._fetching.pop(key).set_result(exchange.stored)
 
     def keep(self, exchange: Exchange, answer: Answer) -> bool:
-        """Store a complete, validated answer as the route's last known good one. A good
-        answer that may not be stored drops the key's older entry: it is outdated now."""
+        """Store a complete, validated answer as the route's last known good one. One
+        that may not be stored leaves the key's older entry alone
+        (:func:`proxy.cache_rules.invalidates` says why)."""
         key = exchange.key
         assert key is not None
         entry = self._entry_for(exchange, answer) if answer.complete else None
@@ -177,8 +186,23 @@ class CacheFront:
             self.stats.cache.stored += 1
             exchange.stored = entry
             return True
-        self.store.remove(key)
         return False
+
+    def answered(self, exchange: Exchange, status: int) -> None:
+        """An upstream answered ``status``: a successful unsafe request drops the stored
+        copies of its target URI on its route, whatever their method and variant."""
+        rules = exchange.route.cache
+        if rules is None or not invalidates(exchange.method, status):
+            return
+        uri = uri_key(
+            exchange.route.name,
+            exchange.headers.get("Host", ""),
+            exchange.path,
+            exchange.query,
+            rules.policy,
+        )
+        if self.store.invalidate(uri):
+            log.debug("cache: %s %s invalidated its stored copies", exchange.method, exchange.path)
 
     def _entry_for(self, exchange: Exchange, answer: Answer) -> Entry | None:
         rules = exchange.route.cache

@@ -1,9 +1,11 @@
 """Which answers may be kept as "last known good", under which key, and when a kept
 answer may be served.
 
-Each storage rule is numbered, cites RFC 9111 (HTTP Caching) and DESIGN.md section
-13 rule 3, and is one expression. Rules that a route may relax say so. Only complete,
-final answers that passed validation reach these rules at all (the caller's job).
+Each storage rule is numbered, cites RFC 9111 (HTTP Caching) (the README's "What the
+cache keeps" sums them up), and is one expression. Rules that a route may relax say
+so. Only complete, final answers that passed validation reach these rules at all (the caller's job).
+What removes a stored answer is :func:`invalidates` (and a purge, or a newer answer
+stored under the same key): never an answer that merely may not be stored.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from proxy.freshness import directives
 if TYPE_CHECKING:
     from proxy.cache import Entry
 
-CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 404, 410})
+# RFC 9110 15.1 lists more statuses as heuristically cacheable (204, 301, 404, ...), but
+# a "last known good" answer is a good one: a 404 or a redirect kept for ``stale_for``
+# would be served through every outage in place of the real thing. Routes may add more.
+DEFAULT_STATUSES = (200, 203)
+
+# RFC 9110 9.2.1: methods whose success may change the resource (RFC 9111 4.4).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +52,8 @@ def not_storable(
     #    says which methods it keeps (GET, HEAD by default).
     if method not in policy.methods:
         return f"method {method} is not cached"
-    # 2. RFC 9111 3: "the response status code is final" and, here, one the route keeps.
+    # 2. RFC 9111 3: "the response status code is final" and, here, one the route keeps
+    #    (200 and 203 unless it lists others: a last known good answer is a good one).
     if status not in policy.statuses:
         return f"status {status} is not cached"
     # 3. RFC 9111 5.2.2.5: "no-store ... a cache MUST NOT store any part of" the response.
@@ -92,19 +101,53 @@ def cache_key(
     """The route, method, host, path, the query sorted (minus ignored parameters), and
     the headers the route names - never anything the route did not ask for. The route
     is in it because two routes may match the same URL (on a header, or after a
-    reload reorders them) with different upstreams: one's answer is not the other's."""
+    reload reorders them) with different upstreams: one's answer is not the other's.
+    A keyed header sent on several lines is keyed on all of them, as the upstream
+    receives all of them."""
+    parts = [route, method, host.lower(), path, _query(query, policy)]
+    names = policy.vary_headers
+    if policy.allow_authorization:
+        names = (*names, "authorization", "cookie")
+    getall = getattr(request_headers, "getall", None)
+    for name in names:
+        value = ", ".join(getall(name, ())) if getall else request_headers.get(name, "")
+        parts.append(f"{name}={value}")
+    return "\n".join(parts)
+
+
+def _query(query: str, policy: CachePolicy) -> str:
     params = sorted(
         (name, value)
         for name, value in parse_qsl(query, keep_blank_values=True)
         if name not in policy.ignore_params
     )
-    parts = [route, method, host.lower(), path, urlencode(params)]
-    names = policy.vary_headers
-    if policy.allow_authorization:
-        names = (*names, "authorization", "cookie")
-    for name in names:
-        parts.append(f"{name}={request_headers.get(name, '')}")
-    return "\n".join(parts)
+    return urlencode(params)
+
+
+def uri_key(route: str, host: str, path: str, query: str, policy: CachePolicy) -> str:
+    """What every :func:`cache_key` of one target URI on one route shares, whatever the
+    method and keyed headers: the unit RFC 9111 4.4 invalidates."""
+    return "\n".join((route, host.lower(), path, _query(query, policy)))
+
+
+def uri_of(key: str) -> str:
+    """The :func:`uri_key` a :func:`cache_key` belongs to (its method and headers left out)."""
+    parts = key.split("\n", 5)
+    return "\n".join(parts[:1] + parts[2:5])
+
+
+def invalidates(method: str, status: int) -> bool:
+    """Whether an upstream's answer removes the stored copies of its target URI.
+
+    RFC 9111 4.4: "A cache MUST invalidate the target URI ... when it receives a
+    non-error status code in response to an unsafe request method" (2xx or 3xx). That,
+    a newer storable answer for the same key, and a purge are the only ways a stored
+    answer goes. An answer that may not be stored (an error, ``no-store``, a status the
+    route does not keep) says nothing about the stored one: if it evicted it, a client
+    able to make the origin fail once (an oversized header, say) could empty the cache
+    just before an outage.
+    """
+    return method not in SAFE_METHODS and 200 <= status < 400
 
 
 class Use(Enum):

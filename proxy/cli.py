@@ -1,4 +1,4 @@
-"""``failover-proxy run --config FILE`` and ``failover-proxy check FILE``."""
+"""``failover-proxy run --config FILE`` and ``failover-proxy check [--config] FILE``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import __version__, logs
-from proxy.config import Config
+from proxy.config import Config, RouteCache
 from proxy.loader import ConfigError, load_file
 from proxy.units import format_duration
 
@@ -32,12 +32,27 @@ def _summary(config: Config) -> list[str]:
         fallback = "default payload" if route.default else "503"
         if route.on_failure == "buffer":
             fallback = f"write buffer (writes) -> {fallback}"
+        chain = " -> ".join(route.upstreams)
+        if route.cache is not None:
+            chain = f"{_fresh_step(route.cache)}{chain} -> "
+            chain += f"cache (stale for {format_duration(route.cache.stale_for)})"
         lines.append(
-            f"route {route.name}: {methods} {where} -> {' -> '.join(route.upstreams)} -> "
+            f"route {route.name}: {methods} {where} -> {chain} -> "
             f"{fallback} (deadline {format_duration(route.deadline)}, "
             f"tries per upstream: {route.retry.attempts})"
         )
     return lines
+
+
+def _fresh_step(cache: RouteCache) -> str:
+    """The cache's step before the upstreams, when it has one: answers served without
+    asking (``fresh_for``), then while refreshed behind (``stale_while_revalidate``)."""
+    if not cache.fresh_for and not cache.stale_while_revalidate:
+        return ""
+    step = f"cache (fresh for {format_duration(cache.fresh_for)}"
+    if cache.stale_while_revalidate:
+        step += f", revalidating for {format_duration(cache.stale_while_revalidate)}"
+    return step + ") -> "
 
 
 def _check(path: str) -> int:
@@ -128,7 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser = commands.add_parser("run", help="serve with a config file")
     run_parser.add_argument("--config", default="config.yaml", help="path to config.yaml")
     check_parser = commands.add_parser("check", help="validate a config file without serving")
-    check_parser.add_argument("file")
+    check_parser.add_argument("file", nargs="?", help="path to config.yaml")
+    check_parser.add_argument(
+        "--config", dest="config_file", help="path to config.yaml (as run takes it)"
+    )
     commands.add_parser("schema", help="print the JSON Schema of config.yaml")
     demo_parser = commands.add_parser(
         "demo",
@@ -150,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "check":
-        return _check(args.file)
+        if args.file and args.config_file and args.file != args.config_file:
+            check_parser.error("give the file once: check FILE or check --config FILE")
+        return _check(args.config_file or args.file or "config.yaml")
     if args.command == "schema":
         return _schema()
     if args.command == "demo":

@@ -1,24 +1,29 @@
 """The schema of config.yaml: what a valid configuration is.
 
-Key names follow DESIGN.md section 12; they are the interface SREs learn. Every model
-refuses unknown keys and wrong types (``extra="forbid"``, ``strict=True``), and is
-frozen, so a loaded config can be shared by every request without copying. Checks
-that need more than one field (names that refer to other parts of the file, files on
-disk) live in :mod:`proxy.loader`, which can point at the offending line.
+Key names are those of the README's "Configuration reference"; they are the interface
+SREs learn. Every model refuses unknown keys and wrong types (``extra="forbid"``,
+``strict=True``), and is frozen, so a loaded config can be shared by every request
+without copying. Checks that need more than one field (names that refer to other parts
+of the file, files on disk) live in :mod:`proxy.loader`, which can point at the
+offending line.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
+from proxy.cache_rules import DEFAULT_STATUSES
+from proxy.headers import UNKEYED_REQUEST_HEADER_NAMES, UNKEYED_REQUEST_HEADERS
 from proxy.schema_health import CircuitBreaker, HealthCheck, Quota, RetryBudget
 from proxy.schema_types import (
     TOKEN,
     Duration,
+    HeaderName,
+    HeaderValue,
     Model,
     Name,
     Size,
@@ -28,6 +33,9 @@ from proxy.schema_types import (
 from proxy.validate import parse_json_path
 
 __all__ = ["CircuitBreaker", "Config", "HealthCheck", "Quota", "RetryBudget", "Route"]
+
+# A DNS name or IPv4 address, or an IPv6 address with or without its brackets.
+_HOST_NAME = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)\Z")
 
 RETRY_ON_CHOICES = ("connect_error", "timeout", "reset", "5xx", "429", "invalid")
 
@@ -49,15 +57,23 @@ class HeaderNames(Model):
 
     _names = field_validator("source", "health", "proxy_status")(header_name)
 
+    @field_validator("via")
+    @classmethod
+    def _pseudonym(cls, value: str) -> str:
+        """RFC 9110 7.6.3: a pseudonym is a token; anything else could break the Via line."""
+        if value and not TOKEN.match(value):
+            raise ValueError(f"{value!r} is not a valid Via pseudonym (RFC 9110 token)")
+        return value
+
 
 class Limits(Model):
-    """Bounds on what a client may send (DESIGN.md section 10)."""
+    """Bounds on what a client may send (README, "Limits and bad input")."""
 
     max_request_line: Size = 8 * 1024
     max_header_size: Size = 8 * 1024
     max_headers: int = Field(default=100, ge=1, le=10_000)
     max_body: Size = 10 * 1024**2
-    client_header_timeout: Duration = 60.0
+    client_header_timeout: Duration = 30.0
     client_body_timeout: Duration = 30.0
     max_buffered_response: Size = 256 * 1024
 
@@ -105,7 +121,7 @@ class Match(Model):
     path_regex: str | None = None
     methods: list[str] | None = None
     host: str | None = None
-    headers: dict[str, str] = {}
+    headers: dict[HeaderName, HeaderValue] = {}
 
     @field_validator("path", "path_prefix")
     @classmethod
@@ -135,13 +151,6 @@ class Match(Model):
     @classmethod
     def _lower_host(cls, value: str) -> str:
         return value.lower()
-
-    @field_validator("headers")
-    @classmethod
-    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            header_name(name)
-        return value
 
     @model_validator(mode="after")
     def _one_path_rule(self) -> Match:
@@ -173,7 +182,7 @@ class Retry(Model):
 
 class DefaultPayload(Model):
     status: int = Field(default=200, ge=200, le=599)
-    headers: dict[str, str] = {}
+    headers: dict[HeaderName, HeaderValue] = {}  # checked at load: no header injection
     body: str | None = None
     body_file: str | None = None
 
@@ -206,16 +215,39 @@ class RouteCache(Model):
     vary_headers: list[str] = []
     ignore_params: list[str] = []
     methods: list[str] = ["GET", "HEAD"]
-    statuses: list[int] = [200, 203, 204, 300, 301, 404, 410]
+    # what may become the last good answer: a 404 or a redirect is not, unless listed
+    statuses: list[Annotated[int, Field(ge=200, le=599)]] = list(DEFAULT_STATUSES)
     max_entry_size: Size = 1024**2
     allow_authorization: bool = (
         False  # keep answers to Authorization/Cookie requests, keyed on them
     )
+    keep_headers: list[str] = []  # unkeyed inputs still forwarded (then part of the key)
 
     @field_validator("vary_headers")
     @classmethod
     def _header_names(cls, value: list[str]) -> list[str]:
         return [header_name(name).lower() for name in value]
+
+    @field_validator("statuses")
+    @classmethod
+    def _whole_answers(cls, value: list[int]) -> list[int]:
+        """206 is a part of an answer and 304 none at all (it refers to a copy the
+        client holds): neither can stand in for the resource in an outage."""
+        for status in value:
+            if status in (206, 304):
+                raise ValueError(f"{status} is not a whole answer and cannot be kept")
+        return value
+
+    @field_validator("keep_headers")
+    @classmethod
+    def _unkeyed_names(cls, value: list[str]) -> list[str]:
+        """Only the names the route would strip: any other header is forwarded anyway
+        (put it in vary_headers to key on it), so another name is most likely a typo."""
+        for name in value:
+            if name.lower() not in UNKEYED_REQUEST_HEADERS:
+                known = ", ".join(sorted(UNKEYED_REQUEST_HEADER_NAMES))
+                raise ValueError(f"{name!r} is not stripped on cached routes (those are: {known})")
+        return [name.lower() for name in value]
 
 
 class Route(Model):
@@ -260,8 +292,8 @@ class CacheLimits(Model):
 
 
 class Buffer(Model):
-    """The durable write buffer (DESIGN.md section 7), shared by routes with
-    ``on_failure: buffer``."""
+    """The durable write buffer (README, "Writes: the durable buffer"), shared by routes
+    with ``on_failure: buffer``."""
 
     path: str | None = None  # a directory (relative to the config file); required to buffer
     max_size: Size = 1024**3  # bytes of buffered writes; full: 503 with Retry-After
@@ -292,8 +324,18 @@ class Admin(Model):
     host: str = "127.0.0.1"  # loopback by default: reach it with kubectl port-forward
     port: int = Field(default=9901, ge=0, le=65535)
     token_file: str | None = None  # or FAILOVER_ADMIN_TOKEN; without a token: no listener
+    allowed_hosts: list[str] = []  # Host names besides its own address and localhost: 421
     reserved_prefix: str = "/_failover"  # main listener: livez, readyz, health (never proxied)
     metrics_on_main: bool = False  # also serve /metrics under reserved_prefix
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        """Names as a Host header carries them, without a port: compared lower case."""
+        for name in value:
+            if not _HOST_NAME.match(name):
+                raise ValueError(f"{name!r} is not a host name or IP address (no port)")
+        return [name.lower().removeprefix("[").removesuffix("]") for name in value]
 
     @field_validator("reserved_prefix")
     @classmethod

@@ -37,3 +37,6 @@ class Exchange:
     key: str | None = None  # the cache key, on a route with a cache and a cacheable method
     forwarded_because: str = "uri-miss"  # RFC 9211 ``fwd``: why the cache asked upstream
     stored: Entry | None = None  # what this exchange kept in the cache
+    # a buffered write's replay: no client waits, so it takes no half-open probe a client
+    # could, and an answer retrying cannot change ends the walk as the write's verdict
+    replay: bool = False

@@ -2,7 +2,7 @@
 answer when none is left. No sockets here; :mod:`proxy.forward` does the I/O and
 asks this module what to do after every try.
 
-Order (DESIGN.md section 1): the route's upstreams in order, each tried up to
+Order (README, "What happens to a request"): the route's upstreams in order, each tried up to
 ``retry.attempts`` times; then the last good answer from the cache, if younger than
 the route's ``stale_for``; then the default payload; then the last upstream's own
 complete error answer (a 5xx or 429: the application's error body and ``Retry-After``

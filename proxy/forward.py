@@ -4,7 +4,7 @@ on routes with a cache, :mod:`proxy.relay` writes the answer. Every
 decision is asked of :mod:`proxy.routing`, :mod:`proxy.fallback`, :mod:`proxy.guard`
 and :mod:`proxy.errors`.
 
-The commit point (DESIGN.md section 13, rule 1): an upstream answer up to
+The commit point (README, "What happens to a request", step 5): an upstream answer up to
 ``limits.max_buffered_response`` bytes is read whole before the client sees a byte,
 so a body cut short there still fails over. A larger answer streams; once its first
 byte has gone downstream, a failure (the upstream resets, stalls past its read
@@ -28,9 +28,9 @@ from multidict import CIMultiDict
 
 from proxy.access import account
 from proxy.attempt import Answer, ErrorAnswer, Failed, attempt, injected_failure
-from proxy.bodies import ClientBodyError, StreamedBody, read_prefix
+from proxy.bodies import BodyReader, ClientBodyError, StreamedBody, read_prefix
 from proxy.buffer import BufferBroken, BufferFull, WriteBuffer
-from proxy.buffer_rules import READS, Verdict, may_buffer, verdict
+from proxy.buffer_rules import READS, Verdict, final, may_buffer, verdict
 from proxy.cache import Store
 from proxy.cache_front import CacheFront
 from proxy.drills import Drills
@@ -38,6 +38,7 @@ from proxy.errors import Failure
 from proxy.exchange import Exchange
 from proxy.fallback import FailoverPlan, Health
 from proxy.guard import Ticket, UpstreamGuard
+from proxy.headers import unsafe_header
 from proxy.journal import Write
 from proxy.ops import Ops
 from proxy.payloads import proxy_error
@@ -102,6 +103,7 @@ class ProxyHandler:
         # started on: a reload closes replaced pools only once older ones are done.
         self.generation = 0
         self._active: Counter[int] = Counter()
+        self._background = 0  # of those, work outside a client request (see using())
 
     def serve_with(
         self,
@@ -117,6 +119,10 @@ class ProxyHandler:
         runtime = self.runtime
         if request.method == "CONNECT":
             return own_answer(runtime, proxy_error(405, "CONNECT is not supported"))
+        if (unsafe := unsafe_header(request.raw_headers)) is not None:
+            # refused, never forwarded altered (aiohttp would re-encode obs-text)
+            message = f"the {unsafe} header holds a byte 0x80-0xFF or a control character"
+            return own_answer(runtime, proxy_error(400, message))
         try:
             path, query = normalise_target(request.raw_path)
         except BadTarget as exc:
@@ -165,14 +171,22 @@ class ProxyHandler:
         """Count work outside a client request (a background refresh, a replay) as using
         the pools of config ``generation``, so a reload does not close them under it."""
         self._active[generation] += 1
+        self._background += 1
         try:
             yield
         finally:
             self._active[generation] -= 1
+            self._background -= 1
 
     def drained(self, generation: int) -> bool:
         """Whether nothing that started before ``generation`` is still running."""
         return not any(n for g, n in list(self._active.items()) if g < generation)
+
+    @property
+    def in_flight(self) -> int:
+        """Client requests being answered now (not background refreshes or replays):
+        what a drain at shutdown waits for."""
+        return sum(self._active.values()) - self._background
 
     def _new_request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._id_count):08x}"
@@ -210,15 +224,11 @@ class ProxyHandler:
             raise ClientBodyError(413, "the request body is larger than the proxy accepts")
         if request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(_CONTINUE)
-        chunks, size, complete = await read_prefix(
-            request.content, route.max_replay_body, limits.max_body, limits.client_body_timeout
-        )
+        reader = BodyReader(request.content, limits.max_body, limits.client_body_timeout)
+        chunks, complete = await read_prefix(reader, route.max_replay_body)
         if complete:
             return b"".join(chunks), None
-        streamed = StreamedBody(
-            chunks, size, request.content, limits.max_body, limits.client_body_timeout
-        )
-        return None, streamed
+        return None, StreamedBody(chunks, reader)
 
     async def proxy(self, exchange: Exchange) -> web.StreamResponse:
         """The chain for a client: upstreams in order, then what is left."""
@@ -261,7 +271,9 @@ class ProxyHandler:
         self, exchange: Exchange, body: bytes | None, streamed: StreamedBody | None
     ) -> tuple[FailoverPlan, Chosen | None, ErrorAnswer | None]:
         """Try the route's upstreams in the plan's order until one gives a good answer:
-        that answer (its call still open), or None and the last complete error answer."""
+        that answer (its call still open), or None and the last complete error answer.
+        A replay's walk also ends at an error answer retrying cannot change (a 501): that
+        is the application's verdict on the write, returned as the last error answer."""
         runtime, route = exchange.runtime, exchange.route
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + route.deadline  # a slow upload is bounded by its own timeout
@@ -273,7 +285,7 @@ class ProxyHandler:
             if step.delay:
                 await asyncio.sleep(step.delay)
             guard = exchange.guards[upstream]
-            ticket = guard.admit(retry=step.retry)
+            ticket = guard.admit(retry=step.retry, background=exchange.replay)
             upstream_stats = self.stats.upstreams[upstream]
             if isinstance(ticket, Failure):  # skipped without a connection attempt
                 upstream_stats.skipped(ticket)
@@ -286,6 +298,7 @@ class ProxyHandler:
                 version=exchange.version,
                 client_ip=exchange.client_ip,
                 preserve_host=client.settings.preserve_host,
+                drop=route.cache.not_forwarded if route.cache is not None else None,
             )
             if "X-Request-Id" not in exchange.headers:
                 upstream_headers.append(("X-Request-Id", exchange.request_id))
@@ -321,10 +334,21 @@ class ProxyHandler:
                         outcome.response.close()
                     raise streamed.error  # the client's fault, not the upstream's
             seconds = loop.time() - sent_at
+            status = outcome.response.status if isinstance(outcome, Answer) else outcome.status
+            if status is not None and route.cache is not None:
+                self.cache.answered(exchange, status)
             if isinstance(outcome, Answer):
                 upstream_stats.answered(seconds)
                 exchange.attempts.append((upstream, "ok"))
                 return plan, Chosen(upstream, guard, ticket, outcome), last_error
+            verdict_answer = outcome.error_answer if exchange.replay else None
+            if verdict_answer is not None and final(verdict_answer.status):
+                # The application's verdict on the write (a 501, say), not an outage: an
+                # answer for the upstream's breaker and stats, and the end of the walk.
+                upstream_stats.answered(seconds)
+                exchange.attempts.append((upstream, "ok"))
+                guard.finish(ticket, None)
+                return plan, None, verdict_answer
             upstream_stats.failed(outcome.failure, seconds if outcome.status else None)
             exchange.attempts.append((upstream, outcome.failure))
             guard.finish(
@@ -397,9 +421,14 @@ class ProxyHandler:
             self.guards,
             self.generation,
             headers.get("X-Request-Id") or write.id,
+            replay=True,
         )
-        _, chosen, _ = await self.walk(replay, body, None)
+        _, chosen, last_error = await self.walk(replay, body, None)
         if chosen is None:
+            if last_error is not None and final(last_error.status):  # the walk's verdict
+                text = last_error.body[:4096].decode(errors="replace")
+                answer = {"upstream": last_error.upstream, "status": last_error.status}
+                return Verdict.DEAD, {**answer, "body": text}
             return Verdict.RETRY, None
         response = chosen.answer.response
         text = b"".join(chosen.answer.chunks)[:4096].decode(errors="replace")
@@ -411,7 +440,7 @@ class ProxyHandler:
         return result, {"upstream": chosen.upstream, "status": response.status, "body": text}
 
     def route_health(self, route: RouteRuntime, *, stale: bool = False) -> Health:
-        """DESIGN.md 2: a fresh hit is healthy while the first upstream would be tried,
+        """A fresh hit is healthy while the first upstream would be tried,
         degraded while it is skipped (its upstreams are failing). A ``stale`` copy (one
         served while it is refreshed behind) is critical when every upstream is skipped:
         no refresh can succeed, it is a stale answer like any other."""

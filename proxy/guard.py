@@ -14,7 +14,12 @@ once, without a connection attempt.
   ``max_cooldown``) instead, and does not count: the upstream told us when to return;
 - a 4xx other than 429 is an answer, and counts as a success;
 - a deadline cut short by the route's own budget, or a client that went away, does
-  not count either way.
+  not count either way;
+- a replayed write's answer that retrying cannot change (a 501) is the application's
+  verdict on the write: the replay reports it as an answer (``failure`` None).
+
+A replay is admitted with ``background=True``: it takes no half-open probe a client
+could take (:mod:`proxy.breaker` says when it may).
 """
 
 from __future__ import annotations
@@ -91,8 +96,10 @@ class UpstreamGuard:
         if state is None and self.breaker is not None:
             self.breaker.force(State.CLOSED, reason)  # it learns again from a clean window
 
-    def admit(self, *, retry: bool = False) -> Ticket | Failure:
-        """``retry``: the same request tried here again, which spends the retry budget."""
+    def admit(self, *, retry: bool = False, background: bool = False) -> Ticket | Failure:
+        """``retry``: the same request tried here again, which spends the retry budget.
+        ``background``: no client waits for the call (a buffered write's replay): it
+        does not take a half-open probe a client could take (see :mod:`proxy.breaker`)."""
         pinned = self.pinned
         if pinned is not None:
             if pinned is State.OPEN:
@@ -108,7 +115,7 @@ class UpstreamGuard:
             return Failure.OVERLOADED
         permit = None
         if self.breaker is not None and pinned is None:
-            permit = self.breaker.acquire()
+            permit = self.breaker.acquire(background=background)
             if permit is None:
                 return Failure.BREAKER_OPEN
         refusal = self._spend(retry)

@@ -28,9 +28,12 @@ class Ending(Enum):
     CLIENT_GONE = "client_gone"  # says nothing about the upstream: not counted
 
 
-def cached_response(request: web.BaseRequest, entry: Entry, age: float) -> web.Response:
+def cached_response(
+    request: web.BaseRequest, runtime: Runtime, entry: Entry, age: float
+) -> web.Response:
     """A stored answer, with ``Age`` (RFC 9111 5.1)."""
-    response = web.Response(status=entry.status, reason=entry.reason, headers=entry.headers)
+    headers = runtime.forwarding.from_store(entry.headers)
+    response = web.Response(status=entry.status, reason=entry.reason, headers=headers)
     if request.method != "HEAD":
         response.body = entry.body
     response.headers["Age"] = str(int(age))
@@ -46,9 +49,9 @@ def fresh_hit(
     cache_status: str,
 ) -> web.Response:
     """A stored answer served without asking an upstream (fresh, or refreshed behind)."""
-    response = cached_response(request, entry, age)
+    response = cached_response(request, runtime, entry, age)
     names = runtime.header_names
-    response.headers["Cache-Status"] = cache_status
+    response.headers.add("Cache-Status", cache_status)  # after other caches' members
     response.headers[names.source] = Source.CACHE
     response.headers[names.health] = health
     return response
@@ -71,8 +74,8 @@ def when_all_failed(
     names = runtime.header_names
     source: str
     if final is Final.STALE and stale is not None:
-        response = cached_response(request, *stale)
-        response.headers["Cache-Status"] = "failover-proxy; hit; stale"
+        response = cached_response(request, runtime, *stale)
+        response.headers.add("Cache-Status", "failover-proxy; hit; stale")
         source = Source.CACHE
     elif final is Final.DEFAULT and route.default is not None:
         response = payload_response(route.default)
@@ -92,7 +95,8 @@ def when_all_failed(
         source = Source.NONE
     response.headers[names.source] = source
     response.headers[names.health] = Health.CRITICAL
-    response.headers[names.proxy_status] = proxy_status(plan.hops)
+    # added, not set: a passed-through answer keeps other proxies' members before ours
+    response.headers.add(names.proxy_status, proxy_status(plan.hops))
     return response
 
 
@@ -202,7 +206,7 @@ def mark_own(runtime: Runtime, response: web.StreamResponse) -> None:
 
 
 def buffered_answer(runtime: Runtime, plan: FailoverPlan | None, write: Write) -> web.Response:
-    """``202``: the write is on disk and will be delivered (DESIGN.md section 7)."""
+    """``202``: the write is on disk and will be delivered (README, "Writes")."""
     body = {"buffered": True, "id": write.id, "idempotency_key": write.idempotency_key}
     response = web.json_response(body, status=202)
     names = runtime.header_names

@@ -1,5 +1,5 @@
-"""Applying a reload to a running proxy (DESIGN.md section 9): validate the file and
-build the new snapshot off to the side, then swap it in with one assignment. State
+"""Applying a reload to a running proxy (README, "Reloading the config"): validate the
+file and build the new snapshot off to the side, then swap it in with one assignment. State
 carries over as :func:`proxy.reload.plan` says; upstreams that went away are drained
 (their in-flight calls finish) and then closed. A file that does not validate is
 refused: the old config keeps serving, and the refusal is logged, counted and shown

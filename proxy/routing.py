@@ -3,7 +3,8 @@
 Two jobs, both done on the raw, percent-encoded target, never on a decoded one:
 
 1. :func:`normalise_target` refuses targets that try to escape (``..``/``.`` segments,
-   encoded slashes, backslashes or dots, NUL, control bytes) and puts the rest in one
+   encoded slashes, backslashes or dots, NUL, control bytes, and any of those encoded
+   twice or more, ``%252e``, for a backend that decodes twice) and puts the rest in one
    canonical form (RFC 3986 section 6.2.2: upper-case percent escapes, unreserved
    characters decoded). That form is both matched and forwarded, so ``/%61dmin`` cannot
    slip past a route for ``/admin`` and then reach the upstream as ``/admin``.
@@ -28,6 +29,11 @@ _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 _REFUSED_ESCAPES = frozenset({"2F", "5C", "2E", "00"})  # / \ . NUL
+# After canonicalisation: ``%25`` (an encoded ``%``), as many times as it was encoded,
+# then the encoding of ``.``, ``/``, ``\`` or NUL. A backend that decodes twice (or more)
+# would see the dot, slash or NUL itself; digits and letters are decoded by then, so
+# ``%25%32%65`` has become ``%252e`` and is caught too.
+_MULTI_ENCODED = re.compile(r"%25(?:25)*(?:2E|2F|5C|00)", re.IGNORECASE)
 _BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
 _ALLOWED_PATH_BYTES = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$")
 
@@ -66,6 +72,8 @@ def normalise_target(raw_target: str) -> tuple[str, str]:
         raise BadTarget("the path has a malformed percent escape")
     if "%" in path:
         path = _ESCAPE.sub(_canonical_escape, path)
+        if "%25" in path and (found := _MULTI_ENCODED.search(path)):
+            raise BadTarget(f"double-encoded {found[0]!r} in the path")
     if "/." in path:
         for segment in path.split("/"):
             # `..;x` is a dot segment to Tomcat, Jetty and Spring: a path parameter hides it.
@@ -130,7 +138,7 @@ RouteT = TypeVar("RouteT")
 
 
 class Router(Generic[RouteT]):
-    """First match wins, in file order (DESIGN.md section 1, step 1)."""
+    """First match wins, in file order (README, "What happens to a request", step 1)."""
 
     def __init__(self, entries: Sequence[tuple[RouteMatcher, RouteT]]) -> None:
         self._entries = tuple(entries)

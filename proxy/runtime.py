@@ -21,7 +21,7 @@ from proxy.cache_rules import CachePolicy
 from proxy.config import Config, Limits
 from proxy.errors import RETRY_GROUPS, Failure
 from proxy.fallback import RetryPolicy
-from proxy.headers import ForwardingRules
+from proxy.headers import UNKEYED_REQUEST_HEADERS, ForwardingRules
 from proxy.payloads import Payload, load_default
 from proxy.quota import QuotaSettings
 from proxy.routing import RouteMatcher, Router
@@ -65,6 +65,9 @@ class RouteCacheRules:
     stale_while_revalidate: float
     honour_cache_control: bool
     max_entry_size: int
+    # request headers not sent upstream on this route: the config's, plus the unkeyed
+    # inputs the route does not keep (:data:`proxy.headers.UNKEYED_REQUEST_HEADERS`)
+    not_forwarded: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +175,7 @@ def _breaker(cb: config.CircuitBreaker) -> BreakerSettings | None:
     )
 
 
-def _route(route: config.Route, base: Path) -> RouteRuntime:
+def _route(route: config.Route, base: Path, forwarding: ForwardingRules) -> RouteRuntime:
     retry_on: frozenset[Failure] = frozenset().union(
         *(RETRY_GROUPS[name] for name in route.retry.on)
     )
@@ -192,16 +195,18 @@ def _route(route: config.Route, base: Path) -> RouteRuntime:
         failure_statuses=expand_statuses(route.failure_statuses),
         default=load_default(route.default, base) if route.default else None,
         validator=_validator(route.validate_) if route.validate_ else None,
-        cache=_cache_rules(route.cache) if route.cache else None,
+        cache=_cache_rules(route.cache, forwarding) if route.cache else None,
         buffers_writes=route.on_failure == "buffer",
     )
 
 
-def _cache_rules(cache: config.RouteCache) -> RouteCacheRules:
+def _cache_rules(cache: config.RouteCache, forwarding: ForwardingRules) -> RouteCacheRules:
+    """A kept unkeyed input is forwarded, so it joins the key (after ``vary_headers``)."""
+    kept = [name for name in dict.fromkeys(cache.keep_headers) if name not in cache.vary_headers]
     policy = CachePolicy(
         methods=frozenset(method.upper() for method in cache.methods),
         statuses=frozenset(cache.statuses),
-        vary_headers=tuple(cache.vary_headers),
+        vary_headers=(*cache.vary_headers, *kept),
         ignore_params=frozenset(cache.ignore_params),
         allow_authorization=cache.allow_authorization,
     )
@@ -212,6 +217,7 @@ def _cache_rules(cache: config.RouteCache) -> RouteCacheRules:
         stale_while_revalidate=cache.stale_while_revalidate,
         honour_cache_control=cache.honour_cache_control,
         max_entry_size=cache.max_entry_size,
+        not_forwarded=forwarding.not_forwarded(UNKEYED_REQUEST_HEADERS - set(cache.keep_headers)),
     )
 
 
@@ -228,14 +234,20 @@ def _validator(rules: config.Validate) -> Validator:
 
 def build_runtime(cfg: config.Config, base: Path) -> Runtime:
     """``base`` is the config file's folder: ``body_file`` and ``ca_file`` are relative to it."""
-    routes = tuple(_route(route, base) for route in cfg.routes)
+    forwarding = ForwardingRules(
+        via=cfg.headers.via,
+        forwarded=cfg.headers.forwarded,
+        own=(cfg.headers.source, cfg.headers.health),
+        proxy_status=cfg.headers.proxy_status,
+    )
+    routes = tuple(_route(route, base, forwarding) for route in cfg.routes)
     matchers = [RouteMatcher.compile(route.match) for route in cfg.routes]
     return Runtime(
         config=cfg,
         router=Router(list(zip(matchers, routes, strict=True))),
         routes=routes,
         upstreams={name: upstream_settings(name, up, base) for name, up in cfg.upstreams.items()},
-        forwarding=ForwardingRules(via=cfg.headers.via, forwarded=cfg.headers.forwarded),
+        forwarding=forwarding,
         header_names=HeaderNames(
             source=cfg.headers.source,
             health=cfg.headers.health,

@@ -1,5 +1,6 @@
 """The schema of an upstream's health settings: circuit breaker, active health check,
-quota and retry budget (DESIGN.md section 3; defaults explained in each class)."""
+quota and retry budget (README, "Configuration reference"; defaults explained in each
+class)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ keys) and the value types that read human units (durations, sizes, rates, status
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any
 
 from pydantic import (
@@ -59,7 +60,8 @@ Ratio = Annotated[
 Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(_SIZE_SCHEMA, mode="validation")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
-TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# \Z, not $: `$` also matches before a final newline, which would let "X-Name\n" through.
+TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
 def status_list(value: list[Any]) -> list[int | str]:
@@ -83,9 +85,28 @@ StatusList = Annotated[
 
 
 def header_name(value: str) -> str:
+    """A header name the config sets or matches must be an RFC 9110 token (5.1): a name
+    with a space, colon or line break would split or forge a header on the wire."""
     if not TOKEN.match(value):
-        raise ValueError(f"{value!r} is not a valid HTTP header name")
+        raise ValueError(f"{value!r} is not a valid HTTP header name (RFC 9110 token)")
     return value
+
+
+def header_value(value: str) -> str:
+    """A header value the config sets: no control characters but HTAB (RFC 9110 5.5).
+    CR and LF would inject headers, NUL truncates in some parsers; Unicode line and
+    paragraph separators and C1 controls are refused too, as text tools split on them.
+    Refused when the file loads, so a bad value never waits for the first request."""
+    for char in value:
+        if char != "\t" and unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise ValueError(
+                f"{value!r} has a control character ({char!r}) that a header value may not hold"
+            )
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(header_name)]
+HeaderValue = Annotated[str, AfterValidator(header_value)]
 
 
 class Model(BaseModel):

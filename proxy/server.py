@@ -1,6 +1,6 @@
 """The listening side: aiohttp's low-level server, tuned for a proxy.
 
-- Refuses to run on aiohttp's pure-Python HTTP parser (DESIGN.md section 13, rule 7):
+- Refuses to run on aiohttp's pure-Python HTTP parser (README, "Limits and bad input"):
   only the C (llhttp) parser is strict about request smuggling vectors.
 - Answers oversized request lines with 414 and oversized or too many headers with 431
   (aiohttp answers 400 for all of them).
@@ -9,11 +9,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import aiohttp
-from aiohttp import http_exceptions, web, web_protocol
+from aiohttp import hdrs, http_exceptions, web, web_protocol
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import SERVER_SOFTWARE, RawRequestMessage
+from aiohttp.streams import StreamReader
 
 from proxy.config import Limits
 from proxy.forward import ProxyHandler
@@ -78,10 +82,36 @@ class _ProxyRequestHandler(web_protocol.RequestHandler):
         return response
 
 
+def without_server_software(response: web.StreamResponse) -> None:
+    """Drop the ``Server: Python/3.x aiohttp/3.y`` that aiohttp adds to every answer
+    without one: the proxy's answers do not advertise versions. Only aiohttp's value
+    goes, known by identity (the one string object it sets), so an upstream's own
+    ``Server`` is passed through unchanged, even one with the same text."""
+    if response.headers.get(hdrs.SERVER) is SERVER_SOFTWARE:
+        del response.headers[hdrs.SERVER]
+
+
+class _ProxyRequest(web.BaseRequest):
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        """aiohttp calls this for every answer (ours, relayed, its own 400s) after it
+        filled in its default headers and before it writes them."""
+        without_server_software(response)
+
+
 class ProxyServer(web.Server):
     def __init__(self, handler: ProxyHandler, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+        super().__init__(handler, request_factory=self._new_request, **kwargs)
         self.mark = handler.mark_own_answer
+
+    def _new_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web_protocol.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return _ProxyRequest(message, payload, protocol, writer, task, self._loop)
 
     def __call__(self) -> web_protocol.RequestHandler:
         return _ProxyRequestHandler(self, loop=self._loop, **self._kwargs)
@@ -98,7 +128,9 @@ def build_server(handler: ProxyHandler, limits: Limits) -> ProxyServer:
         "max_field_size": field_size,
         "max_headers": limits.max_headers,
         # aiohttp closes a connection that has not sent a whole request head within
-        # keepalive_timeout, idle keep-alive connections included: our header timeout.
+        # keepalive_timeout of its start or of the end of the last answer, idle keep-alive
+        # connections included: our header deadline. Bytes arriving do not push it back
+        # (its timer is armed only then), so a trickling head is cut like a silent one.
         "keepalive_timeout": limits.client_header_timeout,
         # After an early answer (413, 408) aiohttp drains the unread body for this long
         # before closing, so the client reads our answer instead of a reset.

@@ -76,6 +76,21 @@ function el(tag, attrs, ...children) {
 const badge = (state) => el("span", {class: "badge " + (COLOUR[state] || "mute")}, state);
 const pct = (x) => (x == null ? "\u2014" : (x * 100).toFixed(x >= 0.1 || x === 0 ? 0 : 1) + "%");
 const ms = (x) => (x == null ? "\u2014" : x + " ms");
+// Sizes for people, in the units the config is written in: 714 B, 1.5 KiB, 64 MiB.
+function size(bytes) {
+  if (bytes == null) return "\u2014";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1023.95 && unit < units.length - 1) {  // never "1024 KiB"
+    value /= 1024;
+    unit += 1;
+  }
+  const shown = unit === 0 ? String(value) : String(Math.round(value * 10) / 10);
+  return shown + " " + units[unit];
+}
+// "1 entry", "2 entries": a count with its noun in the right number.
+const count = (n, one, many) => n + " " + (n === 1 ? one : many);
 const $ = (id) => document.getElementById(id);
 
 function tokenFromFragment() {
@@ -146,8 +161,9 @@ function render(body) {
   $("upstreams").replaceChildren(
     ...Object.entries(body.upstreams).map(([n, u]) => upstreamRow(n, u)));
   const c = body.cache;
-  $("cache").textContent = c.entries + " entries, " + c.bytes + " of " + c.max_bytes
-    + " bytes; hits " + c.hits + ", stale serves " + c.stale_serves + ", misses " + c.misses
+  $("cache").textContent = count(c.entries, "entry", "entries") + ", " + size(c.bytes)
+    + " of " + size(c.max_bytes) + "; hits " + c.hits + ", stale serves " + c.stale_serves
+    + ", misses " + c.misses
     + ", collapsed " + c.collapsed + ", evictions " + c.evictions + "; oldest "
     + (c.oldest_age_s == null ? "\u2014" : c.oldest_age_s + "s")
     + (c.file ? "; kept in " + c.file : "");

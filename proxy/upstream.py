@@ -1,6 +1,6 @@
 """The client side: one ``ClientSession`` per upstream, set up the way a proxy needs.
 
-DESIGN.md section 13, rule 6: no cookie jar (a shared jar would hand one user's
+What the proxy must not add or change: no cookie jar (a shared jar would hand one user's
 cookies to the next), no redirect following, no decompression, no environment
 proxies, no automatic ``User-Agent``/``Accept``/``Accept-Encoding``/``Content-Type``.
 The target URL is built from the upstream's base and the already-normalised path

@@ -1,6 +1,6 @@
 """ "Is this a good answer?" A route's ``validate:`` rules, compiled once.
 
-DESIGN.md section 5: an answer that fails validation counts as a failure of that
+An answer that fails validation counts as a failure of that
 upstream (``invalid_response``): the chain moves on, and such an answer is never
 passed through or stored. An empty-but-200 answer is an outage to the user, so it is
 one to the proxy.

@@ -316,7 +316,7 @@ async def test_a_token_that_is_not_utf8_is_a_401(start_app, http_upstream):
     _, admin = urls(app)
     answer = await raw_exchange(
         admin,
-        b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \xff\xfe\r\n"
         b"Connection: close\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 401")

@@ -1,5 +1,5 @@
 """Bad input gets the right 4xx from the proxy itself and never reaches an upstream
-(DESIGN.md section 10)."""
+(README, "Limits and bad input")."""
 
 from __future__ import annotations
 

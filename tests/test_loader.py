@@ -212,7 +212,7 @@ def test_check_prints_ok_and_one_line_per_route(capsys):
     assert lines[0] == "ok"
     assert lines[1:] == [
         "route drivers: GET,HEAD path_prefix=/api/telemetry/drivers -> primary -> backup -> "
-        "default payload (deadline 5s, tries per upstream: 2)",
+        "cache (stale for 1d) -> default payload (deadline 5s, tries per upstream: 2)",
         "route events: POST path_prefix=/api/events -> primary -> backup -> "
         "write buffer (writes) -> 503 (deadline 15s, tries per upstream: 1)",
         "route everything-else: any method path_prefix=/ -> primary -> backup -> 503 "

@@ -233,3 +233,19 @@ async def test_wrong_token_shows_the_401_message(browser, admin):
     assert "401" in message
     assert await browser.evaluate("document.getElementById('message').hidden") is False
     assert await browser.evaluate("document.querySelectorAll('[data-upstream]').length") == 0
+
+
+async def test_cache_sizes_read_as_people_write_them(browser, admin):
+    await browser.open(f"{admin['url']}/#token={TOKEN}")
+    await browser.wait_for(
+        "document.getElementById('cache').textContent.startsWith('0 entries, 0 B of 256 MiB;')",
+        True,
+    )
+    for expression, expected in [
+        ("size(714) + ' of ' + size(64 * 1024 ** 2)", "714 B of 64 MiB"),
+        ("size(1536)", "1.5 KiB"),
+        ("size(1024 ** 2 - 1)", "1 MiB"),
+        ("count(1, 'entry', 'entries')", "1 entry"),
+        ("count(2, 'entry', 'entries')", "2 entries"),
+    ]:
+        assert await browser.evaluate(expression) == expected, expression

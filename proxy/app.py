@@ -22,25 +22,25 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV, AdminApi, admin_token, serve_without_versions
-from proxy.buffer import BufferSettings, WriteBuffer
-from proxy.cache import Store
-from proxy.cache_file import CacheFile, CacheFileError
-from proxy.cache_writer import CacheWriter
-from proxy.checks import HealthChecker
-from proxy.config import Config
-from proxy.drills import Drills
-from proxy.events import EventLog
-from proxy.forward import ProxyHandler
-from proxy.guard import UpstreamGuard
-from proxy.health import ConfigInfo, Observed
-from proxy.journal import Journal, JournalLocked
-from proxy.ops import Ops
+from proxy.buffer.buffer import BufferSettings, WriteBuffer
+from proxy.buffer.journal import Journal, JournalLocked
+from proxy.cache.file import CacheFile, CacheFileError
+from proxy.cache.store import Store
+from proxy.cache.writer import CacheWriter
+from proxy.config.runtime import build_runtime
+from proxy.config.schema import Config
+from proxy.http.handler import ProxyHandler
+from proxy.http.server import StartupError, build_server, require_strict_parser
+from proxy.ops.admin import TOKEN_ENV, AdminApi, admin_token, serve_without_versions
+from proxy.ops.health import ConfigInfo, Observed
+from proxy.ops.probes import Ops
+from proxy.ops.stats import Stats
 from proxy.reloader import Reloader
-from proxy.runtime import build_runtime
-from proxy.server import StartupError, build_server, require_strict_parser
-from proxy.stats import Stats
-from proxy.upstream import UpstreamClient
+from proxy.upstreams.active_checks import HealthChecker
+from proxy.upstreams.client import UpstreamClient
+from proxy.upstreams.drills import Drills
+from proxy.upstreams.events import EventLog
+from proxy.upstreams.guard import UpstreamGuard
 
 log = logging.getLogger("failover_proxy")
 

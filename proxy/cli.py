@@ -9,10 +9,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from proxy import __version__, logs
-from proxy.config import Config, RouteCache
-from proxy.loader import ConfigError, load_file
-from proxy.units import format_duration
+from proxy import __version__
+from proxy.config.loader import ConfigError, load_file
+from proxy.config.schema import Config, RouteCache
+from proxy.config.units import format_duration
+from proxy.ops import logs
 
 
 def _summary(config: Config) -> list[str]:
@@ -69,7 +70,7 @@ def _check(path: str) -> int:
 
 def _run(path: str) -> int:
     from proxy.app import run
-    from proxy.server import StartupError
+    from proxy.http.server import StartupError
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -131,7 +132,7 @@ def _positive(text: str) -> float:
 
 
 def _demo(duration: float | None, speed: float) -> int:
-    from proxy.demo import main as demo
+    from proxy.demo.runner import main as demo
 
     return demo(duration=duration, speed=speed)
 

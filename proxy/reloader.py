@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy import logs
-from proxy.guard import UpstreamGuard
-from proxy.loader import ConfigError, load_file
-from proxy.reload import FileWatch, plan
-from proxy.runtime import build_runtime
-from proxy.upstream import UpstreamClient
+from proxy.config.loader import ConfigError, load_file
+from proxy.config.reload_plan import FileWatch, plan
+from proxy.config.runtime import build_runtime
+from proxy.ops import logs
+from proxy.upstreams.client import UpstreamClient
+from proxy.upstreams.guard import UpstreamGuard
 
 if TYPE_CHECKING:
     from proxy.app import ProxyApp

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from proxy.app import ProxyApp
-from proxy.config import Config
+from proxy.config.schema import Config
 
 LOOPBACK = "127.0.0.1"
 
@@ -150,7 +150,7 @@ async def start_app(
 ) -> AsyncIterator[Callable[..., Awaitable[ProxyApp]]]:
     """Start the proxy in-process with its admin listener (token ``ADMIN_TOKEN``);
     returns the app, whose ``port`` and ``admin_port`` tests use."""
-    from proxy.admin import TOKEN_ENV
+    from proxy.ops.admin import TOKEN_ENV
 
     apps: list[ProxyApp] = []
     monkeypatch.setenv(TOKEN_ENV, ADMIN_TOKEN)

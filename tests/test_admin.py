@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV
 from proxy.app import ProxyApp
+from proxy.ops.admin import TOKEN_ENV
 from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, LOOPBACK, FakeClock, route
 
 TOKEN, AUTH = ADMIN_TOKEN, ADMIN_AUTH

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy import server
-from proxy.server import StartupError, require_strict_parser
+from proxy.http import server
+from proxy.http.server import StartupError, require_strict_parser
 from tests.conftest import route
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def test_refuses_an_aiohttp_older_than_the_pin(monkeypatch):
 
 async def test_in_flight_requests_finish_during_shutdown(http_upstream, start_proxy, client):
     from proxy.app import ProxyApp
-    from proxy.config import Config
+    from proxy.config.schema import Config
 
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(0.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.breaker import BreakerSettings, CircuitBreaker, State
+from proxy.upstreams.breaker import BreakerSettings, CircuitBreaker, State
 from tests.conftest import FakeClock
 
 

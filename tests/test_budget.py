@@ -7,7 +7,7 @@ import itertools
 
 from aiohttp import web
 
-from proxy.budget import BudgetSettings, RetryBudget
+from proxy.upstreams.budget import BudgetSettings, RetryBudget
 from tests.conftest import FakeClock, route
 
 

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 
 from proxy.app import ProxyApp
-from proxy.journal import Journal
-from proxy.server import StartupError
+from proxy.buffer.journal import Journal
+from proxy.http.server import StartupError
 from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, LOOPBACK, route
 
 TOKEN, AUTH = ADMIN_TOKEN, ADMIN_AUTH
@@ -249,7 +249,7 @@ async def test_a_second_proxy_refuses_the_same_buffer_directory(start_app, tmp_p
 
 
 async def test_buffering_needs_a_buffer_path():
-    from proxy.loader import ConfigError, load_text
+    from proxy.config.loader import ConfigError, load_text
 
     text = json.dumps(
         {
@@ -281,8 +281,8 @@ async def test_shutdown_delivers_what_waits_when_an_upstream_takes_it(
 
 
 async def test_retrying_a_dead_letter_during_a_replay_does_not_wedge_the_route(tmp_path):
-    from proxy.buffer import BufferSettings, WriteBuffer
-    from proxy.buffer_rules import Verdict
+    from proxy.buffer.buffer import BufferSettings, WriteBuffer
+    from proxy.buffer.rules import Verdict
 
     settings = BufferSettings(10**6, 100, True, "Idempotency-Key", 0.01, 0.05)
     clock = asyncio.get_running_loop().time

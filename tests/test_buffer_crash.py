@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV
+from proxy.ops.admin import TOKEN_ENV
 from tests.conftest import LOOPBACK, route
 from tests.procs import ProxyProcess
 from tests.procs import spawn as spawn_process

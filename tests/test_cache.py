@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.cache import Entry, Store
+from proxy.cache.store import Entry, Store
 from tests.conftest import FakeClock, route
 
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from proxy.app import ProxyApp
-from proxy.cache import Store
+from proxy.cache.store import Store
 from tests.conftest import FakeClock, route
 
 KiB = 1024

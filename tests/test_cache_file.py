@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache import Entry, Store
-from proxy.cache_file import CacheFile, CacheFileError, Row
-from proxy.cache_writer import CacheWriter
-from proxy.freshness import UpstreamLimits
+from proxy.cache.file import CacheFile, CacheFileError, Row
+from proxy.cache.freshness import UpstreamLimits
+from proxy.cache.store import Entry, Store
+from proxy.cache.writer import CacheWriter
 from tests.conftest import FakeClock
 
 LIMITS = UpstreamLimits(fresh=10, stale=math.inf, revalidating=5)

@@ -67,7 +67,7 @@ async def test_failing_checks_open_the_circuit_before_users_pay_and_passing_ones
 
 async def test_checks_stop_when_the_proxy_stops(http_upstream, tmp_path):
     from proxy.app import ProxyApp
-    from proxy.config import Config
+    from proxy.config.schema import Config
 
     upstream = await http_upstream(lambda r: asyncio.sleep(0, web.Response()))
     config = Config.model_validate(

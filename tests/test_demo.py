@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.demo import Clock, demo_config, failed_hops, run_demo
+from proxy.demo.runner import Clock, demo_config, failed_hops, run_demo
 
 REPO = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"^t=\s*(\d+)s  .*?served: (.*?)(?: \((\w+)\))?\s+breakers: ")

@@ -3,13 +3,13 @@ operator's circuit pin on a guard."""
 
 from __future__ import annotations
 
-from proxy.breaker import State
-from proxy.config import Upstream
-from proxy.drills import Drill, Drills
-from proxy.errors import Failure
-from proxy.events import EventLog
-from proxy.guard import Ticket, UpstreamGuard
-from proxy.runtime import upstream_settings
+from proxy.chain.errors import Failure
+from proxy.config.runtime import upstream_settings
+from proxy.config.schema import Upstream
+from proxy.upstreams.breaker import State
+from proxy.upstreams.drills import Drill, Drills
+from proxy.upstreams.events import EventLog
+from proxy.upstreams.guard import Ticket, UpstreamGuard
 from tests.conftest import FakeClock
 
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from yarl import URL
 
-from proxy.errors import NEVER_SENT, Failure, classify_exception, proxy_status_error
+from proxy.chain.errors import NEVER_SENT, Failure, classify_exception, proxy_status_error
 from tests.conftest import route
 
 KEY = ConnectionKey("upstream.test", 443, True, True, None, None, None)

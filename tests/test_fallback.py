@@ -1,13 +1,13 @@
-"""proxy.fallback + proxy.errors: which upstream next, after how long, and the last answer."""
+"""chain.plan + chain.errors: which upstream next, after how long, and the last answer."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.config import RETRY_ON_CHOICES
-from proxy.errors import NEVER_SENT, RETRY_GROUPS, SKIPPED, Failure, classify_status
-from proxy.fallback import FailoverPlan, Final, Health, RetryPolicy, Step, final_answer
-from proxy.headers import FailedHop
+from proxy.chain.errors import NEVER_SENT, RETRY_GROUPS, SKIPPED, Failure, classify_status
+from proxy.chain.headers import FailedHop
+from proxy.chain.plan import FailoverPlan, Final, Health, RetryPolicy, Step, final_answer
+from proxy.config.schema import RETRY_ON_CHOICES
 
 ALL_GROUPS = ("connect_error", "timeout", "5xx", "429")
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from proxy.cache import Entry
-from proxy.cache_rules import Use, may_serve_stale, use_on_arrival
-from proxy.freshness import NO_LIMITS, UpstreamLimits, initial_age, upstream_limits
+from proxy.cache.freshness import NO_LIMITS, UpstreamLimits, initial_age, upstream_limits
+from proxy.cache.rules import Use, may_serve_stale, use_on_arrival
+from proxy.cache.store import Entry
 
 INF = math.inf
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.config import Upstream
-from proxy.errors import Failure
-from proxy.guard import Ticket, UpstreamGuard
-from proxy.runtime import upstream_settings
+from proxy.chain.errors import Failure
+from proxy.config.runtime import upstream_settings
+from proxy.config.schema import Upstream
+from proxy.upstreams.guard import Ticket, UpstreamGuard
 from tests.conftest import FakeClock
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV
-from proxy.admin_hosts import AllowedHosts, host_of
 from proxy.app import ProxyApp
-from proxy.loader import load_file
+from proxy.config.loader import load_file
+from proxy.ops.admin import TOKEN_ENV
+from proxy.ops.admin_hosts import AllowedHosts, host_of
 from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, LOOPBACK, route
 
 

@@ -11,11 +11,11 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from proxy.cache import Entry, Store
-from proxy.cache_file import CacheFile, Row
-from proxy.cache_rules import CachePolicy, cache_key, uri_key
-from proxy.config import Config
-from proxy.freshness import NO_LIMITS
+from proxy.cache.file import CacheFile, Row
+from proxy.cache.freshness import NO_LIMITS
+from proxy.cache.rules import CachePolicy, cache_key, uri_key
+from proxy.cache.store import Entry, Store
+from proxy.config.schema import Config
 from tests.conftest import FakeClock, route
 
 

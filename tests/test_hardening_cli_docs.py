@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from proxy.breaker import State
+from proxy.chain.errors import Failure
+from proxy.chain.payloads import failure_report
+from proxy.chain.plan import Source
 from proxy.cli import main
-from proxy.config import Config
-from proxy.errors import Failure
-from proxy.fallback import Source
-from proxy.loader import ConfigError, load_text
-from proxy.payloads import failure_report
+from proxy.config.loader import ConfigError, load_text
+from proxy.config.schema import Config
+from proxy.upstreams.breaker import State
 from tests.conftest import ADMIN_AUTH, LOOPBACK
 from tests.test_readme import schema_keys
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV
 from proxy.app import ProxyApp
 from proxy.cli import main
-from proxy.loader import ConfigError, load_file, load_text
+from proxy.config.loader import ConfigError, load_file, load_text
+from proxy.ops.admin import TOKEN_ENV
 from proxy.reloader import Reloader
 from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, LOOPBACK
 

@@ -17,12 +17,12 @@ import pytest
 from aiohttp import web
 
 from proxy.app import ProxyApp
-from proxy.breaker import BreakerSettings, CircuitBreaker, State
-from proxy.buffer_rules import Verdict, final, verdict
-from proxy.config import Upstream
-from proxy.errors import Failure
-from proxy.guard import Ticket, UpstreamGuard
-from proxy.runtime import upstream_settings
+from proxy.buffer.rules import Verdict, final, verdict
+from proxy.chain.errors import Failure
+from proxy.config.runtime import upstream_settings
+from proxy.config.schema import Upstream
+from proxy.upstreams.breaker import BreakerSettings, CircuitBreaker, State
+from proxy.upstreams.guard import Ticket, UpstreamGuard
 from tests.conftest import LOOPBACK, FakeClock, route
 
 # -- item 11: which answers end a replay ---------------------------------------------

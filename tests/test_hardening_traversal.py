@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from proxy.routing import BadTarget, normalise_target
+from proxy.chain.routing import BadTarget, normalise_target
 from tests.conftest import raw_exchange, route
 
 DOUBLE_ENCODED = [

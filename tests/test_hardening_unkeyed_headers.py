@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from proxy.config import Config
+from proxy.config.schema import Config
 from tests.conftest import FakeClock, raw_exchange, route
 
 UNKEYED = {

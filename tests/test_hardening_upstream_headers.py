@@ -9,7 +9,7 @@ import asyncio
 import aiohttp
 from multidict import CIMultiDict
 
-from proxy.headers import ForwardingRules
+from proxy.chain.headers import ForwardingRules
 from tests.conftest import FakeClock, read_request_head, route
 
 BODY = b'{"drivers": [1]}'

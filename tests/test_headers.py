@@ -1,12 +1,12 @@
-"""proxy.headers: what crosses the proxy in each direction, and what it adds."""
+"""proxy.chain.headers: what crosses the proxy in each direction, and what it adds."""
 
 from __future__ import annotations
 
 import pytest
 from multidict import CIMultiDict
 
-from proxy.errors import Failure
-from proxy.headers import FailedHop, ForwardingRules, parse_retry_after, proxy_status
+from proxy.chain.errors import Failure
+from proxy.chain.headers import FailedHop, ForwardingRules, parse_retry_after, proxy_status
 
 RULES = ForwardingRules(via="failover-proxy", forwarded=True)
 HOP_BY_HOP = [

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy.buffer_rules import Verdict, may_buffer, replay_backoff, verdict
-from proxy.errors import Failure
-from proxy.headers import FailedHop
-from proxy.journal import Journal, JournalLocked, Write
+from proxy.buffer.journal import Journal, JournalLocked, Write
+from proxy.buffer.rules import Verdict, may_buffer, replay_backoff, verdict
+from proxy.chain.errors import Failure
+from proxy.chain.headers import FailedHop
 
 
 def write(n: int, route: str = "events") -> Write:

@@ -31,7 +31,7 @@ import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.loader import load_text
+from proxy.config.loader import load_text
 from tests.conftest import FakeClock, route
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""proxy.loader + proxy.config: a config is used only when valid; errors name path and line."""
+"""config.loader + config.schema: a config is used only when valid; errors name path and line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import main
-from proxy.loader import MAX_CONFIG_BYTES, ConfigError, load_file, load_text
+from proxy.config.loader import MAX_CONFIG_BYTES, ConfigError, load_file, load_text
 
 BUNDLED = Path(__file__).resolve().parent.parent / "config.yaml"
 

@@ -9,7 +9,7 @@ import re
 
 from aiohttp import web
 
-from proxy import logs
+from proxy.ops import logs
 from tests.conftest import route
 
 
@@ -81,7 +81,7 @@ def test_text_lines_are_for_people():
 
 
 def test_state_changes_are_structured(caplog):
-    from proxy.events import EventLog
+    from proxy.upstreams.events import EventLog
 
     with caplog.at_level(logging.WARNING, logger="failover_proxy"):
         EventLog(lambda: 0.0).record("primary", "circuit_open", "5 failures in a row")

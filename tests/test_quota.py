@@ -8,8 +8,8 @@ import logging
 
 from aiohttp import web
 
-from proxy.events import EventLog
-from proxy.quota import Quota, QuotaSettings
+from proxy.upstreams.events import EventLog
+from proxy.upstreams.quota import Quota, QuotaSettings
 from tests.conftest import FakeClock, route
 
 

@@ -1,5 +1,5 @@
 """The README's configuration reference lists every key the schema knows: a key added
-to proxy/config.py without a line in the reference fails here."""
+to proxy/config/schema.py without a line in the reference fails here."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from proxy.config import Config
-from proxy.loader import parse_yaml
+from proxy.config.loader import parse_yaml
+from proxy.config.schema import Config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV
 from proxy.app import ProxyApp
-from proxy.config import Config
-from proxy.reload import FileWatch, plan
-from proxy.runtime import build_runtime
+from proxy.config.reload_plan import FileWatch, plan
+from proxy.config.runtime import build_runtime
+from proxy.config.schema import Config
+from proxy.ops.admin import TOKEN_ENV
 from tests.conftest import LOOPBACK, FakeClock, route
 
 TOKEN = "reload-token"

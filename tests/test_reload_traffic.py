@@ -23,9 +23,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV
 from proxy.app import ProxyApp
-from proxy.loader import load_file
+from proxy.config.loader import load_file
+from proxy.ops.admin import TOKEN_ENV
 from tests.conftest import LOOPBACK, Upstream, route
 from tests.procs import ProxyProcess, spawn
 

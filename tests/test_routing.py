@@ -1,12 +1,12 @@
-"""proxy.routing: one canonical target, matched and forwarded; the first route that fits wins."""
+"""chain.routing: one canonical target, matched and forwarded; the first route that fits wins."""
 
 from __future__ import annotations
 
 import pytest
 from multidict import CIMultiDict
 
-from proxy.config import Match
-from proxy.routing import BadTarget, RouteMatcher, Router, normalise_target
+from proxy.chain.routing import BadTarget, RouteMatcher, Router, normalise_target
+from proxy.config.schema import Match
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from proxy.cli import main
-from proxy.loader import parse_yaml
+from proxy.config.loader import parse_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.admin import TOKEN_ENV
 from proxy.app import ProxyApp
+from proxy.ops.admin import TOKEN_ENV
 from tests.conftest import LOOPBACK, route
 
 CHROMIUM = shutil.which("chromium")

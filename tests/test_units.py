@@ -1,10 +1,10 @@
-"""proxy.units: durations and sizes as people write them in config.yaml."""
+"""proxy.config.units: durations and sizes as people write them in config.yaml."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.units import format_duration, parse_duration, parse_size
+from proxy.config.units import format_duration, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

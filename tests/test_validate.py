@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from proxy.validate import Validator, parse_json_path
+from proxy.chain.validate import Validator, parse_json_path
 from tests.conftest import route
 
 DRIVERS = Validator(

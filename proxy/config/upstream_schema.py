@@ -1,0 +1,84 @@
+"""The schema of an upstream's health settings: circuit breaker, active health check,
+quota and retry budget (README, "Configuration reference"; defaults explained in each
+class)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from proxy.config.types import Duration, Model, Number, Ratio, StatusList
+from proxy.config.units import parse_duration
+
+
+class SlowCall(Model):
+    duration: Duration
+    rate: Ratio = 1.0
+
+
+class CircuitBreaker(Model):
+    """Defaults after Envoy's outlier detection (5 in a row, 30s growing to 5m) and
+    Resilience4j (a rate over a window, a bounded number of half-open probes)."""
+
+    enabled: bool = True
+    window: int | str = 20  # the last N calls, or a duration such as 30s
+    min_calls: int = Field(default=10, ge=1)
+    failure_rate: Ratio = 0.5
+    consecutive_failures: int = Field(default=5, ge=1)
+    slow_call: SlowCall | None = None
+    open_for: Duration = 30.0
+    max_open_for: Duration = 300.0
+    half_open_probes: int = Field(default=3, ge=1, le=1000)
+
+    @field_validator("window")
+    @classmethod
+    def _calls_or_duration(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("a window of calls holds at least 1")
+        else:
+            parse_duration(value)
+        return value
+
+    def window_calls(self) -> int | None:
+        return self.window if isinstance(self.window, int) else None
+
+    def window_seconds(self) -> float | None:
+        return None if isinstance(self.window, int) else parse_duration(self.window)
+
+
+class Quota(Model):
+    per_second: Number | None = Field(default=None, gt=0)
+    per_minute: int | None = Field(default=None, ge=1)
+    per_hour: int | None = Field(default=None, ge=1)
+    per_day: int | None = Field(default=None, ge=1)
+
+
+class HealthCheck(Model):
+    path: str = "/healthz"
+    interval: Duration = 5.0
+    timeout: Duration = 1.0
+    healthy_threshold: int = Field(default=2, ge=1)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+    expected_status: StatusList = ["2xx"]
+
+    @field_validator("path")
+    @classmethod
+    def _starts_with_slash(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"a path starts with '/', got {value!r}")
+        return value
+
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+
+class RetryBudget(Model):
+    """Finagle's defaults, scaled down: 20% over 10s with a floor of 3 retries a second."""
+
+    ratio: Ratio = 0.2
+    window: Duration = 10.0
+    min_per_second: Number = Field(default=3.0, ge=0)

@@ -1,0 +1,49 @@
+"""What each request did, once its answer is out: counted (:mod:`proxy.ops.stats`) and
+logged as one structured line on ``failover_proxy.access`` (:mod:`proxy.ops.logs`)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from proxy.chain.plan import Health, Source
+from proxy.http.exchange import Exchange
+from proxy.ops.logs import ACCESS
+from proxy.ops.stats import Stats
+
+access_log = logging.getLogger(ACCESS)
+
+
+def account(stats: Stats, exchange: Exchange, response: web.StreamResponse, seconds: float) -> None:
+    """Count the answer the client got, and log it (one line per request)."""
+    names = exchange.runtime.header_names
+    source = response.headers.get(names.source, Source.NONE)
+    health = response.headers.get(names.health, Health.CRITICAL)
+    route = exchange.route.name
+    route_stats = stats.routes.get(route)
+    if route_stats is not None:
+        route_stats.record(source, health, response.status, seconds)
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %s",
+            exchange.method,
+            exchange.path,
+            response.status,
+            extra={
+                "fields": {
+                    "request_id": exchange.request_id,
+                    "route": route,
+                    "method": exchange.method,
+                    "path": exchange.path,
+                    "status": response.status,
+                    "source": source,
+                    "health": health,
+                    "attempts": [
+                        {"upstream": upstream, "outcome": outcome}
+                        for upstream, outcome in exchange.attempts
+                    ],
+                    "duration_ms": round(seconds * 1000, 3),
+                }
+            },
+        )

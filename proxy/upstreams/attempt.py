@@ -1,0 +1,174 @@
+"""One try against one upstream, bounded by what is left of the route's deadline, reduced to an
+:class:`Answer` (good enough to relay) or a :class:`Failed` (with its failure class).
+
+What counts as failure is the route's: a status in ``failure_statuses`` or any
+exception :func:`proxy.chain.errors.classify_exception` knows; and, whatever the route, an
+answer with a header the proxy cannot relay unchanged (:func:`proxy.chain.headers.unsafe_header`),
+which is never passed through either. A failed answer's body is
+kept (up to a bound) because it may still be passed through when nothing better is
+left. A good answer's body is read up to ``max_buffered`` bytes before the caller
+commits, so a short read there is still a failure of this try, not of the client's
+response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.chain.errors import Failure, classify_exception, classify_status
+from proxy.chain.headers import HeaderList, parse_retry_after, unsafe_header
+from proxy.chain.validate import Validator
+from proxy.upstreams.client import UpstreamClient
+from proxy.upstreams.drills import Drill
+
+log = logging.getLogger("failover_proxy")
+
+
+@dataclass(slots=True)
+class Answer:
+    """A good upstream answer; ``chunks`` is its body so far, all of it if ``complete``."""
+
+    response: aiohttp.ClientResponse
+    chunks: list[bytes]
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """A complete failed answer (a 5xx, a 429), kept to pass through as a last resort."""
+
+    upstream: str
+    status: int
+    reason: str | None
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    failure: Failure
+    status: int | None = None
+    retry_after: float | None = None
+    error_answer: ErrorAnswer | None = None
+
+
+async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> tuple[list[bytes], bool]:
+    """The body's first chunks, until more than ``limit`` bytes or the end."""
+    if response.method == "HEAD" or response.status in (204, 304):
+        return [], True
+    length = response.content_length
+    if length is not None:
+        if length > limit:
+            return [], False
+        return [await response.read()], True
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await response.content.readany()
+        if not chunk:  # aiohttp raises ClientPayloadError on a body short of Content-Length
+            return chunks, True
+        size += len(chunk)
+        chunks.append(chunk)
+    return chunks, False
+
+
+async def _failed_answer(
+    client: UpstreamClient, response: aiohttp.ClientResponse, failure: Failure, limit: int
+) -> Failed:
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+    chunks, complete = await _read_up_to(response, limit)
+    error_answer = None
+    if complete:
+        response.release()
+        error_answer = ErrorAnswer(
+            upstream=client.settings.name,
+            status=response.status,
+            reason=response.reason,
+            headers=CIMultiDict(response.headers),
+            body=b"".join(chunks),
+        )
+    else:
+        response.close()
+    return Failed(failure, response.status, retry_after, error_answer)
+
+
+async def _validated(response: aiohttp.ClientResponse, validator: Validator) -> Answer | Failed:
+    """A validated route needs the whole body before it can commit; one too large to
+    check fails (it must not pass unchecked), and a failed check is never passed on."""
+    chunks, complete = await _read_up_to(response, validator.max_body)
+    body = b"".join(chunks)
+    if not complete:
+        problem: str | None = f"body larger than {validator.max_body} bytes cannot be checked"
+    else:
+        problem = validator.problem(response.status, response.headers.get("Content-Type"), body)
+    if problem is not None:
+        response.close()
+        log.info("%s answered %s: %s", response.url.origin(), response.status, problem)
+        return Failed(Failure.INVALID_RESPONSE, response.status)
+    return Answer(response, [body], True)
+
+
+async def attempt(
+    client: UpstreamClient,
+    method: str,
+    url: URL,
+    headers: HeaderList,
+    data: bytes | AsyncIterable[bytes] | None,
+    *,
+    deadline_at: float,
+    failure_statuses: frozenset[int],
+    max_buffered: int,
+    validator: Validator | None = None,
+) -> Answer | Failed:
+    remaining = deadline_at - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        return Failed(Failure.DEADLINE_EXCEEDED)
+    response: aiohttp.ClientResponse | None = None
+    try:
+        response = await client.send(method, url, headers, data, client.timeout_for(remaining))
+        if (unsafe := unsafe_header(response.raw_headers)) is not None:
+            # never relayed altered, nor passed through as a last resort: fail over
+            response.close()
+            log.info("%s answered with bytes the proxy does not relay in %s", url.origin(), unsafe)
+            return Failed(Failure.INVALID_RESPONSE, response.status)
+        failure = classify_status(response.status, failure_statuses)
+        if failure is not None:
+            return await _failed_answer(client, response, failure, max_buffered)
+        if validator is not None:
+            return await _validated(response, validator)
+        chunks, complete = await _read_up_to(response, max_buffered)
+        return Answer(response, chunks, complete)
+    except Exception as exc:
+        if response is not None:
+            response.close()
+        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ServerTimeoutError):
+            return Failed(Failure.DEADLINE_EXCEEDED)  # aiohttp's total timeout: our deadline
+        failure = classify_exception(exc)
+        if failure is None:
+            raise
+        return Failed(failure)
+
+
+async def injected_failure(
+    drill: Drill | None, deadline_at: float, failure_statuses: frozenset[int]
+) -> Failed | None:
+    """A failover drill's fault for this call (None: make the call, perhaps after the
+    drill's delay). Injected failures are reported like real ones."""
+    if drill is None:
+        return None
+    if drill.kind == "latency":
+        remaining = deadline_at - asyncio.get_running_loop().time()
+        await asyncio.sleep(max(0.0, min(drill.latency, remaining)))
+        return None
+    if drill.kind == "abort":
+        return Failed(Failure.CONNECTION_RESET)
+    failure = classify_status(drill.status, failure_statuses) or Failure.HTTP_5XX
+    return Failed(failure, drill.status)

@@ -22,21 +22,23 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.buffer.buffer import BufferSettings, WriteBuffer
-from proxy.buffer.journal import Journal, JournalLocked
-from proxy.cache.file import CacheFile, CacheFileError
+from proxy.buffer.buffer import WriteBuffer, write_buffer_for
+from proxy.buffer.journal import JournalLocked
+from proxy.buffer.replay import Replay
+from proxy.cache.file import CacheFileError
 from proxy.cache.store import Store
-from proxy.cache.writer import CacheWriter
-from proxy.config.runtime import build_runtime
+from proxy.cache.writer import cache_writer_for
+from proxy.config.runtime import UpstreamSettings, build_runtime
 from proxy.config.schema import Config
 from proxy.http.handler import ProxyHandler
 from proxy.http.server import StartupError, build_server, require_strict_parser
+from proxy.live import Live
 from proxy.ops.admin import TOKEN_ENV, AdminApi, admin_token, serve_without_versions
 from proxy.ops.health import ConfigInfo, Observed
 from proxy.ops.probes import Ops
 from proxy.ops.stats import Stats
 from proxy.reloader import Reloader
-from proxy.upstreams.active_checks import HealthChecker
+from proxy.upstreams.active_checks import ActiveChecks
 from proxy.upstreams.client import UpstreamClient
 from proxy.upstreams.drills import Drills
 from proxy.upstreams.events import EventLog
@@ -62,29 +64,31 @@ class ProxyApp:
         config_file: Path | None = None,
     ) -> None:
         self.base = base
-        self.clients: dict[str, UpstreamClient] = {}
         runtime = build_runtime(config, base)
         events = EventLog(clock)
-        self.guards = {
-            name: UpstreamGuard(settings, clock=clock, wall_clock=wall_clock, events=events)
-            for name, settings in runtime.upstreams.items()
-        }
+
+        def new_guard(settings: UpstreamSettings) -> UpstreamGuard:
+            return UpstreamGuard(settings, clock=clock, wall_clock=wall_clock, events=events)
+
+        # the pools are opened by start(), inside the event loop
+        guards = {name: new_guard(settings) for name, settings in runtime.upstreams.items()}
+        self.live = Live(runtime, {}, guards)
         store = Store(
             max_bytes=config.cache.max_size, max_entries=config.cache.max_entries, clock=clock
         )
-        self.cache_writer = _cache_writer(config, base, store, clock, wall_clock)
+        self.cache_writer = cache_writer_for(
+            config.cache, base, store, clock=clock, wall_clock=wall_clock
+        )
         self.stats = Stats(
             [route.name for route in runtime.routes], runtime.upstreams, clock, wall_clock
         )
         self.events = events
         self.drills = Drills(clock, events)
-        self.handler = ProxyHandler(
-            runtime, self.clients, self.guards, store, self.stats, self.drills
-        )
+        self.checks = ActiveChecks()
+        self.handler = ProxyHandler(self.live, store, self.stats, self.drills)
         self.observed = Observed(
-            runtime=lambda: self.handler.runtime,
+            live=self.live,
             stats=self.stats,
-            guards=self.guards,
             store=store,
             events=events,
             drills=self.drills,
@@ -94,26 +98,41 @@ class ProxyApp:
             wall_clock=wall_clock,
         )
         self.ops = self.handler.ops = Ops(self.observed)
-        self.handler.buffer = self.observed.buffer = _write_buffer(config, base, clock, wall_clock)
+        self.handler.buffer = self.observed.buffer = write_buffer_for(
+            config.buffer, base, clock=clock, wall_clock=wall_clock
+        )
         self._runner: web.ServerRunner | None = None
         self._drain_deadline: float | None = None  # loop time; set by drain()
         self.hurry = asyncio.Event()  # a second SIGTERM: stop draining, close now
         self._admin_runner: web.AppRunner | None = None
         self.admin_port: int | None = None
-        self._checks: dict[str, asyncio.Task[None]] = {}
         self.port: int | None = None
-        self.reloader = (
-            Reloader(self, config_file, config.reload.poll_interval) if config_file else None
-        )
+        self.reloader: Reloader | None = None
+        if config_file is not None:
+            self.reloader = Reloader(
+                config_file,
+                config.reload.poll_interval,
+                base=base,
+                live=self.live,
+                new_guard=new_guard,
+                checks=self.checks,
+                store=store,
+                cache_writer=self.cache_writer,
+                drills=self.drills,
+                stats=self.stats,
+                info=self.observed.config,
+                wall_clock=wall_clock,
+            )
 
     async def start(self) -> None:
         require_strict_parser()
-        runtime = self.handler.runtime
+        current = self.live.current
+        runtime = current.runtime
         await self._load_cache()
         await self._open_buffer()
         for name, settings in runtime.upstreams.items():
-            self.clients[name] = UpstreamClient(settings)
-            self.start_check(name)
+            current.clients[name] = client = UpstreamClient(settings)
+            self.checks.start(name, client, current.guards[name], settings.health_check)
         config = runtime.config
         server = build_server(self.handler, config.limits)
         # stop() waits for requests in flight itself (up to shutdown_grace); aiohttp's own
@@ -128,8 +147,10 @@ class ProxyApp:
             backlog=config.listen.backlog,
         )
         await site.start()
-        if self.handler.buffer is not None:
-            self.handler.buffer.start(self.handler.deliver)
+        buffer = self.handler.buffer
+        if buffer is not None:
+            idempotency_header = buffer.settings.idempotency_header
+            buffer.start(Replay(self.live, self.handler.walk, idempotency_header))
         # Everything built so far (modules, the config schema, the runtime) lives as long as
         # the process: take it out of the cyclic GC's sight, so that full collections under
         # load only walk what requests allocate (at -c 50 this cut CPU per request by ~25%).
@@ -144,18 +165,6 @@ class ProxyApp:
             await self.reloader.start()
         self.ops.ready = True
 
-    def start_check(self, name: str) -> None:
-        """The upstream's active health check, if it has one (at start, or a reload)."""
-        settings = self.handler.runtime.upstreams[name].health_check
-        if settings is not None:
-            checker = HealthChecker(self.clients[name], self.guards[name], settings)
-            self._checks[name] = asyncio.create_task(checker.run(), name=f"check {name}")
-
-    def stop_check(self, name: str) -> None:
-        task = self._checks.pop(name, None)
-        if task is not None:
-            task.cancel()
-
     async def _start_admin(self, config: Config) -> None:
         """The admin listener, only with a token: without one it does not start."""
         try:
@@ -169,7 +178,7 @@ class ProxyApp:
                 TOKEN_ENV,
             )
             return
-        api = AdminApi(token, self.handler, self.observed, self.drills, self.ops, self.reloader)
+        api = AdminApi(token, self.observed, self.drills, self.ops, self.reloader)
         self._admin_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await self._admin_runner.setup()
         serve_without_versions(self._admin_runner)
@@ -187,7 +196,7 @@ class ProxyApp:
         buffer = self.handler.buffer
         if buffer is None:
             return
-        routes = [route.name for route in self.handler.runtime.routes if route.buffers_writes]
+        routes = [route.name for route in self.live.current.runtime.routes if route.buffers_writes]
         try:
             await buffer.open(routes)
         except JournalLocked as exc:
@@ -206,14 +215,14 @@ class ProxyApp:
         if runner is None or runner.server is None:
             return
         server = runner.server
-        grace = self.handler.runtime.config.shutdown_grace
+        grace = self.live.current.runtime.config.shutdown_grace
         loop = asyncio.get_running_loop()
         started = idle_since = loop.time()
         self._drain_deadline = deadline = started + grace
         log.info(
             "draining: readyz answers 503; %d requests in flight; the listener stays open "
             "until %ss pass without a request or shutdown_grace (%ss) is over",
-            self.handler.in_flight,
+            self.live.in_flight,
             DRAIN_QUIET,
             grace,
         )
@@ -223,7 +232,7 @@ class ProxyApp:
             if self.hurry.is_set():
                 reason = "a second signal"
                 break
-            if server.requests_count != seen or self.handler.in_flight:
+            if server.requests_count != seen or self.live.in_flight:
                 seen, idle_since = server.requests_count, now
             elif now - idle_since >= DRAIN_QUIET:
                 reason = "idle"
@@ -233,7 +242,7 @@ class ProxyApp:
             "draining: closing the listener after %.1fs (%s); %d requests in flight",
             loop.time() - started,
             reason,
-            self.handler.in_flight,
+            self.live.in_flight,
         )
 
     async def _close_listener(self, runner: web.ServerRunner) -> None:
@@ -242,25 +251,25 @@ class ProxyApp:
         loop = asyncio.get_running_loop()
         deadline = self._drain_deadline
         if deadline is None:
-            deadline = loop.time() + self.handler.runtime.config.shutdown_grace
+            deadline = loop.time() + self.live.current.runtime.config.shutdown_grace
         for site in list(runner.sites):
             await site.stop()
-        while self.handler.in_flight and loop.time() < deadline and not self.hurry.is_set():
+        while self.live.in_flight and loop.time() < deadline and not self.hurry.is_set():
             await asyncio.sleep(_DRAIN_POLL)
-        if self.handler.in_flight:
+        if self.live.in_flight:
             log.warning(
                 "draining: %d requests still in flight when shutdown_grace was over; "
                 "cancelled (their clients see the connection close)",
-                self.handler.in_flight,
+                self.live.in_flight,
             )
         await runner.cleanup()
 
     async def _drain_buffer(self, buffer: WriteBuffer) -> None:
         """Deliver buffered writes before exiting when upstreams take them (a pod being
         deleted may lose its disk); what is left stays in the journal for the next start."""
-        if not buffer.status()["depth"]:
+        if not buffer.status().depth:
             return
-        grace = self.handler.runtime.config.shutdown_grace
+        grace = self.live.current.runtime.config.shutdown_grace
         loop = asyncio.get_running_loop()
         started = loop.time()
         left = await buffer.drain(grace)
@@ -286,7 +295,7 @@ class ProxyApp:
         writer = self.cache_writer
         if writer is None:
             return
-        routes = {route.name: route.cache for route in self.handler.runtime.routes}
+        routes = {route.name: route.cache for route in self.live.current.runtime.routes}
 
         def usable(route: str, age: float) -> bool:
             rules = routes.get(route)
@@ -314,10 +323,7 @@ class ProxyApp:
         self.ops.ready = False
         if self.reloader is not None:
             await self.reloader.stop()
-        for task in self._checks.values():
-            task.cancel()
-        await asyncio.gather(*self._checks.values(), return_exceptions=True)
-        self._checks.clear()
+        await self.checks.close()
         if self._runner is not None:
             await self._close_listener(self._runner)
             self._runner = None
@@ -331,50 +337,8 @@ class ProxyApp:
             self._admin_runner = None
         if self.cache_writer is not None:
             await self.cache_writer.close()
-        for client in self.clients.values():
+        for client in self.live.current.clients.values():
             await client.close()
-        self.clients.clear()
-
-
-def _cache_writer(
-    config: Config,
-    base: Path,
-    store: Store,
-    clock: Callable[[], float],
-    wall_clock: Callable[[], float],
-) -> CacheWriter | None:
-    """The cache's file, when ``cache.path`` asks for one."""
-    if config.cache.path is None:
-        return None
-    return CacheWriter(
-        CacheFile(base / config.cache.path),
-        store,
-        interval=config.cache.flush_interval,
-        clock=clock,
-        wall_clock=wall_clock,
-    )
-
-
-def _write_buffer(
-    config: Config, base: Path, clock: Callable[[], float], wall_clock: Callable[[], float]
-) -> WriteBuffer | None:
-    """The durable write buffer, when ``buffer.path`` asks for one."""
-    settings = config.buffer
-    if settings.path is None:
-        return None
-    return WriteBuffer(
-        Journal(base / settings.path, segment_size=settings.segment_size),
-        BufferSettings(
-            max_size=settings.max_size,
-            max_records=settings.max_records,
-            strict_order=settings.ordering == "strict",
-            idempotency_header=settings.idempotency_header,
-            replay_backoff=settings.replay_backoff,
-            max_replay_backoff=settings.max_replay_backoff,
-        ),
-        clock=clock,
-        wall_clock=wall_clock,
-    )
 
 
 async def serve(config: Config, base: Path, config_file: Path | None = None) -> None:

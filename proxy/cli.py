@@ -12,6 +12,7 @@ from pathlib import Path
 from proxy import __version__
 from proxy.config.loader import ConfigError, load_file
 from proxy.config.schema import Config, RouteCache
+from proxy.config.types import PublishedNames
 from proxy.config.units import format_duration
 from proxy.ops import logs
 
@@ -97,7 +98,9 @@ def _run(path: str) -> int:
 
 def _schema() -> int:
     """The JSON Schema of config.yaml, for editors (yaml-language-server and friends)."""
-    schema = Config.model_json_schema(by_alias=True, mode="validation")
+    schema = Config.model_json_schema(
+        by_alias=True, mode="validation", schema_generator=PublishedNames
+    )
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "failover-proxy config.yaml"
     _drop_defaults(schema)
@@ -107,7 +110,7 @@ def _schema() -> int:
 
 def _drop_defaults(node: object) -> None:
     """Defaults are shown as the numbers they became (86400.0 for 24h), which the unit
-    types would refuse; the README lists them as written."""
+    types would refuse; docs/configuration.md lists them as written."""
     if isinstance(node, dict):
         node.pop("default", None)
         for key, value in node.items():

@@ -1,31 +1,38 @@
-"""Applying a reload to a running proxy (README, "Reloading the config"): validate the
-file and build the new snapshot off to the side, then swap it in with one assignment. State
-carries over as :func:`proxy.reload.plan` says; upstreams that went away are drained
-(their in-flight calls finish) and then closed. A file that does not validate is
-refused: the old config keeps serving, and the refusal is logged, counted and shown
-in ``/health`` until a good file loads.
+"""Applying a reload to a running proxy (docs/configuration.md, "Reloading the config"):
+validate the file and build the new snapshot off to the side, then swap it in with one
+assignment. State carries over as :func:`proxy.config.reload_plan.plan` says; upstreams that went
+away are drained (their in-flight calls finish) and then closed. A file that does not
+validate is refused: the old config keeps serving, and the refusal is logged, counted
+and shown in ``/health`` until a good file loads.
 
 Triggers: the file's content or symlink target changing (polled every
 ``reload.poll_interval``), SIGHUP, and ``POST /admin/reload``; one reload at a time.
+
+The reloader is the only writer of :class:`proxy.live.Live` (:meth:`~proxy.live.Live.swap`);
+it is handed the few things a reload changes besides, never the whole application.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from proxy.cache.store import Store
+from proxy.cache.writer import CacheWriter
 from proxy.config.loader import ConfigError, load_file
 from proxy.config.reload_plan import FileWatch, plan
-from proxy.config.runtime import build_runtime
+from proxy.config.runtime import UpstreamSettings, build_runtime
+from proxy.live import Live
 from proxy.ops import logs
+from proxy.ops.health import ConfigInfo
+from proxy.ops.stats import Stats
+from proxy.upstreams.active_checks import ActiveChecks
 from proxy.upstreams.client import UpstreamClient
+from proxy.upstreams.drills import Drills
 from proxy.upstreams.guard import UpstreamGuard
-
-if TYPE_CHECKING:
-    from proxy.app import ProxyApp
 
 log = logging.getLogger("failover_proxy")
 
@@ -38,9 +45,33 @@ class ReloadResult:
 
 
 class Reloader:
-    def __init__(self, app: ProxyApp, path: Path, poll_interval: float) -> None:
-        self.app = app
+    def __init__(
+        self,
+        path: Path,
+        poll_interval: float,
+        *,
+        base: Path,
+        live: Live,
+        new_guard: Callable[[UpstreamSettings], UpstreamGuard],
+        checks: ActiveChecks,
+        store: Store,
+        cache_writer: CacheWriter | None,
+        drills: Drills,
+        stats: Stats,
+        info: ConfigInfo,
+        wall_clock: Callable[[], float],
+    ) -> None:
         self.path = path
+        self.base = base  # what relative paths in the file are relative to
+        self.live = live
+        self._new_guard = new_guard
+        self._checks = checks
+        self._store = store
+        self._cache_writer = cache_writer
+        self._drills = drills
+        self._stats = stats
+        self.info = info  # what /health shows of the config file and its reloads
+        self._wall_clock = wall_clock
         self.poll_interval = poll_interval
         self.watch = FileWatch(path)
         self._lock = asyncio.Lock()
@@ -76,12 +107,12 @@ class Reloader:
             except Exception as exc:  # never kill the watcher or answer the admin with 500
                 log.exception("config reload failed unexpectedly")
                 result = ReloadResult(False, f"{self.path}: {exc!r}")
-        info = self.app.observed.config
+        info = self.info
         key = "success" if result.applied else "failure"
         info.reloads[key] = info.reloads.get(key, 0) + 1
         if result.applied:
             info.last_reload_error = None
-            info.loaded_at = self.app.observed.wall_clock()
+            info.loaded_at = self._wall_clock()
             info.needs_restart = list(result.needs_restart)
             log.warning("config reloaded (%s): %s", trigger, result.message)
         else:
@@ -94,58 +125,50 @@ class Reloader:
         return result
 
     async def _reload(self, trigger: str) -> ReloadResult:
-        app = self.app
         try:
             config = await asyncio.to_thread(load_file, self.path)
-            runtime = await asyncio.to_thread(build_runtime, config, app.base)
+            runtime = await asyncio.to_thread(build_runtime, config, self.base)
         except ConfigError as exc:
             return ReloadResult(False, str(exc))
         except (OSError, ValueError) as exc:
             return ReloadResult(False, f"{self.path}: {exc}")
-        handler = app.handler
-        old = handler.runtime
-        change = plan(old, runtime)
-        observed = app.observed
+        old = self.live.current
+        change = plan(old.runtime, runtime)
         guards = {
-            name: app.guards[name]
-            if name in change.kept
-            else UpstreamGuard(
-                settings, clock=observed.clock, wall_clock=observed.wall_clock, events=app.events
-            )
+            name: old.guards[name] if name in change.kept else self._new_guard(settings)
             for name, settings in runtime.upstreams.items()
         }
         clients: dict[str, UpstreamClient] = {}
         try:
             for name, settings in runtime.upstreams.items():
                 kept = name in change.kept
-                clients[name] = app.clients[name] if kept else UpstreamClient(settings)
+                clients[name] = old.clients[name] if kept else UpstreamClient(settings)
         except Exception as exc:  # e.g. a ca_file that is not PEM: refused, nothing leaks
             failed = name
             for built, client in clients.items():
                 if built not in change.kept:
                     await client.close()
             return ReloadResult(False, f"{self.path}: upstream {failed}: {exc}")
-        app.stats.ensure([route.name for route in runtime.routes], runtime.upstreams)
-        old_clients = app.clients
+        self._stats.ensure([route.name for route in runtime.routes], runtime.upstreams)
         # The swap: from here new requests see the new config; none sees a mix.
-        handler.serve_with(runtime, clients, guards)
-        app.clients, app.guards, observed.guards = clients, guards, guards
+        new = self.live.swap(runtime, clients, guards)
         for route in change.purge_routes:
-            handler.store.purge(route)
-        handler.store.resize(config.cache.max_size, config.cache.max_entries)
-        if app.cache_writer is not None:
-            app.cache_writer.interval = config.cache.flush_interval
+            self._store.purge(route)
+        self._store.resize(config.cache.max_size, config.cache.max_entries)
+        if self._cache_writer is not None:
+            self._cache_writer.interval = config.cache.flush_interval
         for name in change.removed:
-            app.stop_check(name)
+            self._checks.stop(name)
             if name not in runtime.upstreams:
-                app.drills.stop(name, "its upstream was removed from the config")
-            self._replaced.add(old_clients[name])  # closed by the drain, or at stop
-            drain = asyncio.create_task(self._drain(old_clients[name], handler.generation))
+                self._drills.stop(name, "its upstream was removed from the config")
+            self._replaced.add(old.clients[name])  # closed by the drain, or at stop
+            drain = asyncio.create_task(self._drain(old.clients[name], new.number))
             self._draining.add(drain)
             drain.add_done_callback(self._draining.discard)
         for name in change.fresh:
-            app.start_check(name)
-        if config.logging != old.config.logging:
+            settings = runtime.upstreams[name]
+            self._checks.start(name, clients[name], guards[name], settings.health_check)
+        if config.logging != old.runtime.config.logging:
             logs.configure(config.logging.level, config.logging.format, config.logging.access_log)
         summary = (
             f"{len(runtime.routes)} routes; upstreams kept {sorted(change.kept)}, "
@@ -160,10 +183,9 @@ class Reloader:
         """Close a replaced upstream's pool once every request that started on an older
         config is done (it may still move on to this upstream, after a retry backoff or
         a slow earlier try), or once the shutdown grace has passed."""
-        handler = self.app.handler
         loop = asyncio.get_running_loop()
-        until = loop.time() + handler.runtime.config.shutdown_grace
-        while not handler.drained(generation) and loop.time() < until:
+        until = loop.time() + self.live.current.runtime.config.shutdown_grace
+        while not self.live.drained(generation) and loop.time() < until:
             await asyncio.sleep(0.05)
         self._replaced.discard(client)
         await client.close()

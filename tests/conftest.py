@@ -18,6 +18,15 @@ from proxy.app import ProxyApp
 from proxy.config.schema import Config
 
 LOOPBACK = "127.0.0.1"
+# The repository's root, wherever under tests/ a test file sits.
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a listener a test starts later."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""The durable write buffer (README, "Writes: the durable buffer"): accepting writes
-into the journal, and replaying them in arrival order per route until an upstream
+"""The durable write buffer (docs/configuration.md, "Writes: the durable buffer"):
+accepting writes into the journal, and replaying them in arrival order per route until an upstream
 takes them.
 
 Accepting: a write is acknowledged (``202``) only when its frame is synced. Concurrent
@@ -25,10 +25,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.buffer.journal import Journal, Live, Write
+from proxy.buffer.frames import Write
+from proxy.buffer.journal import Entry, Journal
 from proxy.buffer.rules import Verdict, replay_backoff
+from proxy.buffer.status import BufferStatus, dead_letter_json
+from proxy.config.schema import Buffer
 from proxy.ops.stats import RecentCounts
 
 log = logging.getLogger("failover_proxy")
@@ -119,15 +123,15 @@ class WriteBuffer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._replayer is not None and not self._replayer.done():
-            before = self.status()["depth"]
+            before = self.status().depth
             if not before:
                 break
             self.flush()
             while self.passed_flush < self.flushes and loop.time() < deadline:
                 await asyncio.sleep(0.01)  # until a whole pass began after this flush
-            if self.status()["depth"] >= before or loop.time() >= deadline:
+            if self.status().depth >= before or loop.time() >= deadline:
                 break  # a whole pass and nothing taken: no upstream takes writes now
-        return int(self.status()["depth"])
+        return self.status().depth
 
     async def close(self) -> None:
         if self._closed:
@@ -290,7 +294,7 @@ class WriteBuffer:
 
     # -- dead letters and status -----------------------------------------------------
 
-    def _dead(self) -> list[Live]:
+    def _dead(self) -> list[Entry]:
         """The dead letters, copied in one step: the journal's maps change on the
         buffer's thread, and copying a dict view is atomic under the GIL, iterating it
         is not."""
@@ -299,18 +303,7 @@ class WriteBuffer:
     def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The dead letters, oldest first (the first ``limit`` of them)."""
         dead = sorted(self._dead(), key=lambda live: live.write.seq)[:limit]
-        return [
-            {
-                "id": live.write.id,
-                "route": live.write.route,
-                "method": live.write.method,
-                "target": live.write.target,
-                "idempotency_key": live.write.idempotency_key,
-                "arrived": live.write.arrived,
-                "answer": live.dead,
-            }
-            for live in dead
-        ]
+        return [dead_letter_json(live) for live in dead]
 
     def dead_count(self) -> int:
         return len(self.journal.dead)
@@ -344,17 +337,38 @@ class WriteBuffer:
         self.records -= 1
         return True
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> BufferStatus:
         # Queues are in arrival order: the oldest waiting write heads one of them.
         oldest = min((queue[0].arrived for queue in self.queues.values() if queue), default=None)
         recent = self.delivered.counts()
-        return {
-            "depth": sum(len(q) for q in self.queues.values()),
-            "bytes": self.bytes,
-            "max_bytes": self.settings.max_size,
-            "oldest_age_s": None if oldest is None else round(self._wall_clock() - oldest, 1),
-            "by_route": {route: len(q) for route, q in self.queues.items() if q},
-            "delivered_last_minute": recent["delivered"],
-            "failed_replays_last_minute": recent["retry"],
-            "dead_letters": self.dead_count(),
-        }
+        return BufferStatus(
+            depth=sum(len(q) for q in self.queues.values()),
+            bytes=self.bytes,
+            max_bytes=self.settings.max_size,
+            oldest_age_s=None if oldest is None else round(self._wall_clock() - oldest, 1),
+            by_route={route: len(q) for route, q in self.queues.items() if q},
+            delivered_last_minute=recent["delivered"],
+            failed_replays_last_minute=recent["retry"],
+            dead_letters=self.dead_count(),
+        )
+
+
+def write_buffer_for(
+    settings: Buffer, base: Path, *, clock: Callable[[], float], wall_clock: Callable[[], float]
+) -> WriteBuffer | None:
+    """The durable write buffer, when ``buffer.path`` asks for one (relative to ``base``)."""
+    if settings.path is None:
+        return None
+    return WriteBuffer(
+        Journal(base / settings.path, segment_size=settings.segment_size),
+        BufferSettings(
+            max_size=settings.max_size,
+            max_records=settings.max_records,
+            strict_order=settings.ordering == "strict",
+            idempotency_header=settings.idempotency_header,
+            replay_backoff=settings.replay_backoff,
+            max_replay_backoff=settings.max_replay_backoff,
+        ),
+        clock=clock,
+        wall_clock=wall_clock,
+    )

@@ -1,9 +1,5 @@
-"""The write buffer's journal on disk: append-only segment files of checksummed frames.
-
-A frame is ``length (4 bytes) | crc32 (4) | kind (1) | payload``; the crc covers kind and
-payload. Kinds: ``W`` a buffered write (its metadata as JSON, then its body), ``A`` a
-write delivered (its id), ``D`` a write moved to the dead letters (id and the answer
-that put it there), ``R`` a dead letter sent back to the queue (its id).
+"""The write buffer's journal on disk: append-only segment files of checksummed frames
+(the format: :mod:`proxy.buffer.frames`).
 
 Why this shape: appending is the only write, so a crash can only tear the last frame
 of the last segment, which loading detects (a short or mis-checksummed tail) and cuts
@@ -26,20 +22,25 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import json
 import logging
 import os
-import struct
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proxy.buffer.frames import (
+    HEADER,
+    Write,
+    decode_resolution,
+    decode_write,
+    encode_write,
+    read_frames,
+    resolution_frame,
+)
+
 log = logging.getLogger("failover_proxy")
 
-_HEADER = struct.Struct(">IIc")
-MAX_FRAME = 1 << 31
 SEGMENT_SIZE = 64 * 1024**2
 
 
@@ -47,24 +48,10 @@ class JournalLocked(Exception):
     """Another process owns the journal directory."""
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
-    """A buffered write, as the replayer needs it."""
-
-    id: str
-    seq: int  # arrival order across the journal
-    route: str
-    method: str
-    target: str  # path and query, as forwarded
-    headers: tuple[tuple[str, str], ...]
-    idempotency_key: str
-    arrived: float  # wall clock
-    client_ip: str | None  # for X-Forwarded-For when it is replayed
-    size: int = 0  # bytes of its frame (set when it is written)
-
-
 @dataclass
-class Live:
+class Entry:
+    """A write the journal still holds (pending or dead), and where its body is."""
+
     write: Write
     segment: int
     body_at: int  # offset of the body in the segment file
@@ -91,28 +78,6 @@ class Segment:
             self.live_bytes -= write.size
 
 
-def _frame(kind: bytes, payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload), zlib.crc32(kind + payload), kind) + payload
-
-
-def encode_write(write: Write, body: bytes) -> bytes:
-    meta = json.dumps(
-        {
-            "id": write.id,
-            "seq": write.seq,
-            "route": write.route,
-            "method": write.method,
-            "target": write.target,
-            "headers": write.headers,
-            "key": write.idempotency_key,
-            "arrived": write.arrived,
-            "ip": write.client_ip,
-        },
-        separators=(",", ":"),
-    ).encode()
-    return _frame(b"W", struct.pack(">I", len(meta)) + meta + body)
-
-
 class Journal:
     def __init__(
         self,
@@ -127,8 +92,8 @@ class Journal:
         self._lock_fd: int | None = None
         self._fd: int | None = None
         self.segments: list[Segment] = []
-        self.live: dict[str, Live] = {}
-        self.dead: dict[str, Live] = {}  # the dead letters among them
+        self.live: dict[str, Entry] = {}
+        self.dead: dict[str, Entry] = {}  # the dead letters among them
         self.next_seq = 1
 
     # -- opening -------------------------------------------------------------------
@@ -174,7 +139,7 @@ class Journal:
     def _load(self, segment: Segment, *, last: bool) -> None:
         data = segment.path.read_bytes()
         offset = 0
-        for kind, payload, start, end in _frames(data):
+        for kind, payload, start, end in read_frames(data):
             offset = end
             self._apply(segment, kind, payload, start)
         segment.size = offset
@@ -190,38 +155,25 @@ class Journal:
 
     def _apply(self, segment: Segment, kind: bytes, payload: bytes, start: int) -> None:
         if kind == b"W":
-            (meta_len,) = struct.unpack_from(">I", payload)
-            meta = json.loads(payload[4 : 4 + meta_len])
-            write = Write(
-                meta["id"],
-                meta["seq"],
-                meta["route"],
-                meta["method"],
-                meta["target"],
-                tuple((str(n), str(v)) for n, v in meta["headers"]),
-                meta["key"],
-                meta["arrived"],
-                meta["ip"],
-                _HEADER.size + len(payload),
-            )
-            body_at = start + _HEADER.size + 4 + meta_len
+            write, body_offset = decode_write(payload)
+            body_at = start + HEADER.size + body_offset
             old = self.live.get(write.id)
             if old is not None:  # a copy made by compaction: the newer place wins
                 self._segment(old.segment).detach(old.write)
             dead = old.dead if old is not None else None
-            live = Live(write, segment.number, body_at, len(payload) - 4 - meta_len, dead)
+            live = Entry(write, segment.number, body_at, len(payload) - body_offset, dead)
             self.live[write.id] = live
             if dead is not None:
                 self.dead[write.id] = live
             segment.attach(write)
             self.next_seq = max(self.next_seq, write.seq + 1)
             return
-        record = json.loads(payload)
-        target = self.live.get(record["id"])
+        write_id, answer = decode_resolution(payload)
+        target = self.live.get(write_id)
         if target is not None:
-            self._mark(target, kind, record.get("answer"))
+            self._mark(target, kind, answer)
 
-    def _mark(self, live: Live, kind: bytes, answer: dict[str, Any] | None) -> None:
+    def _mark(self, live: Entry, kind: bytes, answer: dict[str, Any] | None) -> None:
         write_id = live.write.id
         if kind == b"A":
             self._forget(live)
@@ -235,7 +187,7 @@ class Journal:
     def _segment(self, number: int) -> Segment:
         return next(s for s in self.segments if s.number == number)
 
-    def _forget(self, live: Live) -> None:
+    def _forget(self, live: Entry) -> None:
         del self.live[live.write.id]
         self.dead.pop(live.write.id, None)
         self._segment(live.segment).detach(live.write)
@@ -298,7 +250,7 @@ class Journal:
         for (write, body), frame in zip(writes, frames, strict=True):
             sized = dataclasses.replace(write, size=len(frame))
             body_at = start + len(frame) - len(body)
-            self.live[write.id] = Live(sized, segment.number, body_at, len(body))
+            self.live[write.id] = Entry(sized, segment.number, body_at, len(body))
             segment.attach(sized)
             start += len(frame)
 
@@ -307,10 +259,7 @@ class Journal:
         live = self.live.get(write_id)
         if live is None:
             return
-        payload: dict[str, Any] = {"id": write_id}
-        if answer is not None:
-            payload["answer"] = answer
-        self._append(_frame(kind, json.dumps(payload, separators=(",", ":")).encode()))
+        self._append(resolution_frame(kind, write_id, answer))
         self._mark(live, kind, answer)
 
     def body(self, write_id: str) -> bytes:
@@ -353,8 +302,7 @@ class Journal:
         for live, body in moved:
             frames = encode_write(live.write, body)
             if live.dead is not None:
-                dead = {"id": live.write.id, "answer": live.dead}
-                frames += _frame(b"D", json.dumps(dead, separators=(",", ":")).encode())
+                frames += resolution_frame(b"D", live.write.id, live.dead)
             start = self._append(frames)
             segment.detach(live.write)
             target = self.segments[-1]
@@ -372,22 +320,6 @@ class Journal:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def _frames(data: bytes) -> Iterator[tuple[bytes, bytes, int, int]]:
-    """``(kind, payload, start, end)`` for each whole frame; stops at the first that is
-    short or fails its checksum."""
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, crc, kind = _HEADER.unpack_from(data, offset)
-        end = offset + _HEADER.size + length
-        if length >= MAX_FRAME or end > len(data):
-            return
-        payload = data[offset + _HEADER.size : end]
-        if zlib.crc32(kind + payload) != crc or kind not in (b"W", b"A", b"D", b"R"):
-            return
-        yield kind, payload, offset, end
-        offset = end
 
 
 def _sync_directory(directory: Path) -> None:

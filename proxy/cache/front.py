@@ -1,5 +1,5 @@
-"""The cache in front of the failover chain (README, "What happens to a request", step
-4): a fresh hit served without asking an upstream, a stale copy served while one
+"""The cache in front of the failover chain (docs/configuration.md, "What happens to a
+request", step 4): a fresh hit served without asking an upstream, a stale copy served while one
 background call refreshes it, concurrent misses for one key sharing one upstream call,
 and keeping the answers the chain got. The rules (what is kept, when it may be used) are
 :mod:`proxy.cache.rules` and :mod:`proxy.cache.freshness`; the chain is the handler's.
@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from proxy.cache.freshness import NO_LIMITS, initial_age, upstream_limits
 from proxy.cache.rules import (
@@ -26,36 +24,30 @@ from proxy.cache.rules import (
     uri_key,
     use_on_arrival,
 )
+from proxy.cache.status import COLLAPSED, HIT, REVALIDATING
 from proxy.cache.store import Entry, Store
-from proxy.chain.plan import FailoverPlan, Health
-from proxy.config.runtime import RouteCacheRules, RouteRuntime
+from proxy.chain.outcome import Health, Outcome, Source, route_health
+from proxy.config.runtime import RouteCacheRules
 from proxy.http.bodies import StreamedBody
 from proxy.http.exchange import Exchange
 from proxy.http.respond import fresh_hit
+from proxy.http.walk import Walked
 from proxy.ops.stats import Stats
-from proxy.upstreams.attempt import Answer, ErrorAnswer
-
-if TYPE_CHECKING:
-    from proxy.http.handler import Chosen
+from proxy.upstreams.attempt import Answer
 
 log = logging.getLogger("failover_proxy")
 
-# RFC 9211 Cache-Status values for answers served from the store
-_HIT = "failover-proxy; hit"
-_REVALIDATING = "failover-proxy; hit; stale; detail=revalidating"
-_COLLAPSED = "failover-proxy; fwd=uri-miss; collapsed"
-
 
 class Chain(Protocol):
-    """What the cache asks of the failover chain (the handler in :mod:`proxy.http.handler`)."""
+    """What the cache asks of the failover chain (the handler in :mod:`proxy.http.handler`):
+    the whole chain for a miss, the walk alone for a refresh behind, and a hold on the
+    pools of a config generation while that refresh runs."""
 
     async def proxy(self, exchange: Exchange) -> web.StreamResponse: ...
 
     async def walk(
         self, exchange: Exchange, body: bytes | None, streamed: StreamedBody | None
-    ) -> tuple[FailoverPlan, Chosen | None, ErrorAnswer | None]: ...
-
-    def route_health(self, route: RouteRuntime, *, stale: bool = False) -> Health: ...
+    ) -> Walked: ...
 
     def using(self, generation: int) -> contextlib.AbstractContextManager[None]: ...
 
@@ -91,7 +83,7 @@ class CacheFront:
         """A cacheable request on a route with a cache: a fresh hit, a stale one refreshed
         behind, one upstream call shared by concurrent misses, or the chain as usual."""
         assert exchange.request is not None
-        request, runtime, route = exchange.request, exchange.runtime, exchange.route
+        route = exchange.route
         exchange.key = key = cache_key(
             route.name,
             exchange.method,
@@ -107,16 +99,15 @@ class CacheFront:
             use = use_on_arrival(entry, age, rules.fresh_for, rules.stale_while_revalidate)
             if use is not Use.NONE:
                 self.stats.cache.hits += 1
-                if use is Use.REVALIDATE:
+                revalidating = use is Use.REVALIDATE
+                if revalidating:
                     self._refresh_behind(exchange)
-                return fresh_hit(
-                    request,
-                    runtime,
-                    entry,
-                    age,
-                    self._chain.route_health(route, stale=use is Use.REVALIDATE),
-                    _REVALIDATING if use is Use.REVALIDATE else _HIT,
+                exchange.outcome = Outcome(
+                    Source.CACHE,
+                    _health(exchange, stale=revalidating),
+                    REVALIDATING if revalidating else HIT,
                 )
+                return fresh_hit(exchange, entry, age)
             exchange.forwarded_because = "stale"
         leader = self._fetching.get(key)
         if leader is not None:
@@ -140,8 +131,8 @@ class CacheFront:
             return await self._chain.proxy(exchange)
         self.stats.cache.collapsed += 1
         age = self.store.now() - stored.stored_at
-        health = self._chain.route_health(exchange.route)
-        return fresh_hit(exchange.request, exchange.runtime, stored, age, health, _COLLAPSED)
+        exchange.outcome = Outcome(Source.CACHE, _health(exchange), COLLAPSED)
+        return fresh_hit(exchange, stored, age)
 
     def _refresh_behind(self, exchange: Exchange) -> None:
         """Stale-while-revalidate: one background call refreshes the entry (unless a call
@@ -150,8 +141,7 @@ class CacheFront:
         if key is None or key in self._fetching:
             return
         self._fetching[key] = asyncio.get_running_loop().create_future()
-        behind = dataclasses.replace(exchange, request=None, headers=CIMultiDict(exchange.headers))
-        task = asyncio.create_task(self._refresh(behind, key), name=f"refresh {key!r}")
+        task = asyncio.create_task(self._refresh(exchange.behind(), key), name=f"refresh {key!r}")
         self._refreshing.add(task)
         task.add_done_callback(self._refreshing.discard)
 
@@ -237,3 +227,11 @@ class CacheFront:
             stored_at,
             limits,
         )
+
+
+def _health(exchange: Exchange, *, stale: bool = False) -> Health:
+    """The route's health as a hit served now finds it: a ``stale`` copy refreshed behind
+    is not an answer in hand (:func:`proxy.chain.outcome.route_health`)."""
+    guards = [exchange.guards.get(name) for name in exchange.route.upstreams]
+    skipped = [guard is not None and guard.skipping() for guard in guards]
+    return route_health(skipped, answer_in_hand=not stale)

@@ -1,8 +1,8 @@
 """Which answers may be kept as "last known good", under which key, and when a kept
 answer may be served.
 
-Each storage rule is numbered, cites RFC 9111 (HTTP Caching) (the README's "What the
-cache keeps" sums them up), and is one expression. Rules that a route may relax say
+Each storage rule is numbered, cites RFC 9111 (HTTP Caching) (docs/configuration.md,
+"The cache", sums them up), and is one expression. Rules that a route may relax say
 so. Only complete, final answers that passed validation reach these rules at all (the caller's job).
 What removes a stored answer is :func:`invalidates` (and a purge, or a newer answer
 stored under the same key): never an answer that merely may not be stored.
@@ -13,13 +13,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import parse_qsl, urlencode
 
-from proxy.cache.freshness import directives
+from proxy.cache.freshness import UpstreamLimits, directives
 
-if TYPE_CHECKING:
-    from proxy.cache.store import Entry
+
+class Kept(Protocol):
+    """What the serving rules read of a stored answer (:class:`proxy.cache.store.Entry`):
+    a protocol, so the rules sit below the store that imports them."""
+
+    @property
+    def limits(self) -> UpstreamLimits: ...
+
 
 # RFC 9110 15.1 lists more statuses as heuristically cacheable (204, 301, 404, ...), but
 # a "last known good" answer is a good one: a 404 or a redirect kept for ``stale_for``
@@ -158,9 +164,7 @@ class Use(Enum):
     NONE = "none"  # ask the upstreams
 
 
-def use_on_arrival(
-    entry: Entry, age: float, fresh_for: float, stale_while_revalidate: float
-) -> Use:
+def use_on_arrival(entry: Kept, age: float, fresh_for: float, stale_while_revalidate: float) -> Use:
     """Before any upstream is asked: the route's windows, narrowed by the upstream's own
     limits (RFC 9111 4.2, RFC 5861 3)."""
     fresh = min(fresh_for, entry.limits.fresh)
@@ -173,6 +177,6 @@ def use_on_arrival(
     return Use.NONE
 
 
-def may_serve_stale(entry: Entry, age: float, stale_for: float) -> bool:
+def may_serve_stale(entry: Kept, age: float, stale_for: float) -> bool:
     """After every upstream failed (RFC 9111 4.2.4: unless the upstream forbade it)."""
     return age <= min(stale_for, entry.limits.stale)

@@ -15,10 +15,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 from proxy.cache.file import CacheFile, Row
 from proxy.cache.store import Entry, Store
+from proxy.config.schema import CacheLimits
 
 log = logging.getLogger("failover_proxy")
 
@@ -147,4 +149,24 @@ def _row(key: str, entry: Entry, stored_wall: float) -> Row:
         entry.body,
         stored_wall,
         entry.limits,
+    )
+
+
+def cache_writer_for(
+    settings: CacheLimits,
+    base: Path,
+    store: Store,
+    *,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+) -> CacheWriter | None:
+    """The cache's file, when ``cache.path`` asks for one (relative to ``base``)."""
+    if settings.path is None:
+        return None
+    return CacheWriter(
+        CacheFile(base / settings.path),
+        store,
+        interval=settings.flush_interval,
+        clock=clock,
+        wall_clock=wall_clock,
     )

@@ -1,17 +1,16 @@
 """The failure taxonomy that drives failover, retries and ``Proxy-Status``.
 
-One flat enum of failure classes, and :func:`classify_exception`, which turns what
-aiohttp and asyncio raise into one of them (the ``map_exceptions`` idea of httpcore).
-Every other module speaks in these classes, never in exception types.
+One flat enum of failure classes, and the rules that speak in them (which statuses fail,
+which failures were never sent, how ``Proxy-Status`` names them). What aiohttp and
+asyncio raise is turned into a class beside the client, by
+:func:`proxy.upstreams.exceptions.classify_exception` (the ``map_exceptions`` idea of
+httpcore), so this module needs no network library. Every other module speaks in these
+classes, never in exception types.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 from enum import StrEnum
-
-import aiohttp
 
 
 class Failure(StrEnum):
@@ -99,35 +98,3 @@ def classify_status(status: int, failure_statuses: frozenset[int]) -> Failure | 
     if status == 429:
         return Failure.HTTP_429
     return Failure.HTTP_5XX if status >= 500 else Failure.HTTP_STATUS
-
-
-def classify_exception(exc: BaseException) -> Failure | None:
-    """The failure class of an exception raised while talking to an upstream.
-
-    Returns None for exceptions that are not an upstream's fault (a bug, a cancelled
-    task): the caller must re-raise those rather than fail over on them.
-    """
-    # Order matters: aiohttp's exception classes inherit from each other.
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return Failure.DNS_ERROR
-    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return Failure.TLS_ERROR
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return Failure.CONNECTION_REFUSED
-        return Failure.CONNECTION_ERROR
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return Failure.CONNECT_TIMEOUT
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return Failure.READ_TIMEOUT
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return Failure.BODY_TRUNCATED
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return Failure.PROTOCOL_ERROR
-    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
-        return Failure.CONNECTION_RESET
-    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
-        return Failure.CONNECTION_RESET
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return Failure.READ_TIMEOUT
-    return None

@@ -1,13 +1,21 @@
 """The failover chain's decisions: which upstream next, after how long, and what to
-answer when none is left. No sockets here; :mod:`proxy.http.handler` does the I/O and
-asks this module what to do after every try.
+answer when none is left. No sockets here; :mod:`proxy.http.walk` does the I/O and asks
+this module what to do after every try.
 
-Order (README, "What happens to a request"): the route's upstreams in order, each tried up to
-``retry.attempts`` times; then the last good answer from the cache, if younger than
-the route's ``stale_for``; then the default payload; then the last upstream's own
-complete error answer (a 5xx or 429: the application's error body and ``Retry-After``
-are worth more to a client than ours, as nginx and Envoy do); then 503, or 504 when
-the route's deadline ran out. The write buffer will slot in after the default payload.
+Order (docs/configuration.md, "What happens to a request"): the route's upstreams in
+order, each tried up to ``retry.attempts`` times; then the last good answer from the
+cache, if younger than the route's ``stale_for``; then the default payload; then the
+last upstream's own complete error answer (a 5xx or 429: the application's error body
+and ``Retry-After`` are worth more to a client than ours, as nginx and Envoy do); then
+503, or 504 when the route's deadline ran out.
+
+On a route with ``on_failure: buffer``, a write (any method but GET, HEAD, OPTIONS and
+TRACE) whose upstreams all failed goes to the write buffer (202) before any of that,
+when :func:`proxy.buffer.rules.may_buffer` allows it, or gets 502/504 when it does not:
+it never meets the cache or the default payload
+(:meth:`proxy.http.handler.ProxyHandler.proxy` decides that after the walk). While
+such a route has writes queued (``buffer.ordering: strict``), a new one joins the queue
+without trying an upstream.
 """
 
 from __future__ import annotations
@@ -15,27 +23,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum
 
 from proxy.chain.errors import NEVER_SENT, Failure
 from proxy.chain.headers import FailedHop
+from proxy.chain.outcome import Health
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-
-
-class Health(StrEnum):
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    CRITICAL = "critical"
-
-
-class Source(StrEnum):
-    """Layers that are not an upstream (an upstream is named by its own name)."""
-
-    CACHE = "cache"
-    DEFAULT = "default"
-    BUFFER = "buffer"
-    NONE = "none"
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,7 +138,8 @@ RouteT = TypeVar("RouteT")
 
 
 class Router(Generic[RouteT]):
-    """First match wins, in file order (README, "What happens to a request", step 1)."""
+    """First match wins, in file order (docs/configuration.md, "What happens to a request",
+    step 1)."""
 
     def __init__(self, entries: Sequence[tuple[RouteMatcher, RouteT]]) -> None:
         self._entries = tuple(entries)

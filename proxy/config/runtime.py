@@ -2,8 +2,10 @@
 
 Everything that can be decided once per config is decided here (regexes compiled,
 status sets expanded, default payloads read from disk, retry groups resolved), so
-that a request only looks things up. A reload will build a new :class:`Runtime` and
-swap it in with one assignment; requests in flight keep the one they started with.
+that a request only looks things up. A reload builds a new :class:`Runtime`, and
+:mod:`proxy.reloader` swaps it in (with the upstream pools and guards that go with it)
+through :meth:`proxy.live.Live.swap`; a request reads :attr:`proxy.live.Live.current`
+once at its start and keeps that generation to its end.
 """
 
 from __future__ import annotations
@@ -101,10 +103,17 @@ class Runtime:
     header_names: HeaderNames
     limits: Limits
 
+    def route(self, name: str) -> RouteRuntime | None:
+        """The route called ``name``, if this config has one (a write buffered under an
+        older config, or an admin call, may name one a reload removed)."""
+        return next((route for route in self.routes if route.name == name), None)
+
 
 def with_upstream_order(runtime: Runtime, route_name: str, order: tuple[str, ...]) -> Runtime:
     """``runtime`` with one route's upstreams tried in ``order`` (a permutation of them)."""
-    old = next(route for route in runtime.routes if route.name == route_name)
+    old = runtime.route(route_name)
+    if old is None:
+        raise ValueError(f"there is no route {route_name!r}")
     if sorted(order) != sorted(old.upstreams):
         raise ValueError(f"the order must list exactly {', '.join(old.upstreams)}")
     new = dataclasses.replace(old, upstreams=order)
@@ -158,7 +167,7 @@ def _health_check(check: config.HealthCheck) -> HealthCheckSettings:
     )
 
 
-def _breaker(cb: config.CircuitBreaker) -> BreakerSettings | None:
+def _breaker(cb: config.CircuitBreakerConfig) -> BreakerSettings | None:
     if not cb.enabled:
         return None
     return BreakerSettings(

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     WithJsonSchema,
 )
+from pydantic.json_schema import GenerateJsonSchema
 
 from proxy.config.units import parse_duration, parse_ratio, parse_size
 
@@ -84,6 +85,14 @@ StatusList = Annotated[
 ]
 
 
+def positive(value: float) -> float:
+    """A duration that must pass before something happens again (a flush, a check): 0
+    would spin."""
+    if value <= 0:
+        raise ValueError("must be longer than 0s")
+    return value
+
+
 def header_name(value: str) -> str:
     """A header name the config sets or matches must be an RFC 9110 token (5.1): a name
     with a space, colon or line break would split or forge a header on the wire."""
@@ -109,5 +118,25 @@ HeaderName = Annotated[str, AfterValidator(header_name)]
 HeaderValue = Annotated[str, AfterValidator(header_value)]
 
 
+def published_name(class_name: str) -> str:
+    """The name a schema class has in the JSON Schema users see: without the ``Config``
+    suffix that, in the code, keeps it apart from the runtime object it configures
+    (``CircuitBreakerConfig`` configures a ``CircuitBreaker``; the schema says
+    ``CircuitBreaker``, as it always has)."""
+    return class_name.removesuffix("Config") or class_name
+
+
+class PublishedNames(GenerateJsonSchema):
+    """JSON Schema ``$defs`` keyed by :func:`published_name`."""
+
+    def normalize_name(self, name: str) -> str:
+        return super().normalize_name(published_name(name))
+
+
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        model_title_generator=lambda model: published_name(model.__name__),
+    )

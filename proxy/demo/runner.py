@@ -238,7 +238,7 @@ async def _report(app: ProxyApp, clock: Clock, tally: Tally, seconds: int, out: 
     for at in range(seconds):
         await asyncio.sleep(max(0.0, clock.started + clock.real(at + 1) - time.monotonic()))
         now = time.monotonic()
-        breakers = {name: circuit_state(app.guards[name], now) for name in UPSTREAMS}
+        breakers = {name: circuit_state(app.live.current.guards[name], now) for name in UPSTREAMS}
         print(line(at, clock.phase(at + 0.5), tally.take(), breakers), file=out, flush=True)
 
 

@@ -1,5 +1,6 @@
 """What each request did, once its answer is out: counted (:mod:`proxy.ops.stats`) and
-logged as one structured line on ``failover_proxy.access`` (:mod:`proxy.ops.logs`)."""
+logged as one structured line on ``failover_proxy.access`` (:mod:`proxy.ops.logs`).
+What served it is read from the outcome recorded on the exchange, not from the headers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import logging
 
 from aiohttp import web
 
-from proxy.chain.plan import Health, Source
 from proxy.http.exchange import Exchange
 from proxy.ops.logs import ACCESS
 from proxy.ops.stats import Stats
@@ -17,9 +17,7 @@ access_log = logging.getLogger(ACCESS)
 
 def account(stats: Stats, exchange: Exchange, response: web.StreamResponse, seconds: float) -> None:
     """Count the answer the client got, and log it (one line per request)."""
-    names = exchange.runtime.header_names
-    source = response.headers.get(names.source, Source.NONE)
-    health = response.headers.get(names.health, Health.CRITICAL)
+    source, health = str(exchange.outcome.source), str(exchange.outcome.health)
     route = exchange.route.name
     route_stats = stats.routes.get(route)
     if route_stats is not None:

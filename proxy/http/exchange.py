@@ -1,20 +1,36 @@
 """One request on its way through the failover chain: what the handler reads once and
-every later step needs, so it is not handed from method to method piece by piece."""
+every later step needs, so it is not handed from method to method piece by piece, and
+the upstream answer the chain settled on (:class:`Chosen`). The handler, the chain walk
+and the cache front all name these, so they live here and none imports the others."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.cache.store import Entry
+from proxy.chain.outcome import UNSERVED, Outcome
 from proxy.config.runtime import RouteRuntime, Runtime
+from proxy.upstreams.attempt import Answer
 from proxy.upstreams.client import UpstreamClient
-from proxy.upstreams.guard import UpstreamGuard
+from proxy.upstreams.guard import Ticket, UpstreamGuard
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    """The upstream answer the chain settled on, and the call to report when it ends."""
+
+    upstream: str
+    guard: UpstreamGuard
+    ticket: Ticket
+    answer: Answer
+
+
+@dataclass(slots=True, kw_only=True)
 class Exchange:
     """``request`` is None for a background refresh, which has no client to answer."""
 
@@ -40,3 +56,19 @@ class Exchange:
     # a buffered write's replay: no client waits, so it takes no half-open probe a client
     # could, and an answer retrying cannot change ends the walk as the write's verdict
     replay: bool = False
+    # what served the answer, recorded where that is decided; the headers, the access
+    # log and the counters read it (nothing served it until something says so)
+    outcome: Outcome = UNSERVED
+
+    def behind(self) -> Exchange:
+        """A copy for a background refresh of this exchange's cache entry: no client to
+        answer, and its own headers, attempts and outcome (the client's request goes on
+        with these while the refresh runs)."""
+        return dataclasses.replace(
+            self,
+            request=None,
+            headers=CIMultiDict(self.headers),
+            attempts=[],
+            stored=None,
+            outcome=UNSERVED,
+        )

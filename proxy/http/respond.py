@@ -1,6 +1,11 @@
 """Writing the answer downstream: the chosen upstream answer (whole, or streamed with
 an abort if the upstream dies after the commit point), the answer when every upstream
 failed, and the proxy's own answers. The handler in :mod:`proxy.http.handler` decides which.
+
+What served an answer is recorded on the exchange (:class:`proxy.chain.outcome.Outcome`)
+by whoever decides it, here when it is decided here, and the source, health and
+``Cache-Status`` headers are written from that record (:func:`stamp`), never the other
+way round.
 """
 
 from __future__ import annotations
@@ -11,14 +16,18 @@ from enum import Enum
 import aiohttp
 from aiohttp import web
 
-from proxy.buffer.journal import Write
+from proxy.buffer.frames import Write
+from proxy.cache.status import STALE
 from proxy.cache.store import Entry
-from proxy.chain.errors import Failure, classify_exception
+from proxy.chain.errors import Failure
 from proxy.chain.headers import HeaderList, proxy_status
+from proxy.chain.outcome import UNSERVED, Health, Outcome, Source
 from proxy.chain.payloads import Payload, failure_report, proxy_error
-from proxy.chain.plan import FailoverPlan, Final, Health, Source, final_answer
-from proxy.config.runtime import RouteRuntime, Runtime
+from proxy.chain.plan import FailoverPlan, Final, final_answer
+from proxy.config.runtime import Runtime
+from proxy.http.exchange import Exchange
 from proxy.upstreams.attempt import Answer, ErrorAnswer
+from proxy.upstreams.exceptions import classify_exception
 
 
 class Ending(Enum):
@@ -40,42 +49,46 @@ def cached_response(
     return response
 
 
-def fresh_hit(
-    request: web.BaseRequest,
-    runtime: Runtime,
-    entry: Entry,
-    age: float,
-    health: Health,
-    cache_status: str,
-) -> web.Response:
-    """A stored answer served without asking an upstream (fresh, or refreshed behind)."""
-    response = cached_response(request, runtime, entry, age)
+def stamp(runtime: Runtime, response: web.StreamResponse, outcome: Outcome) -> None:
+    """The outcome's headers on an answer: our source and health replace any of those
+    names, our ``Cache-Status`` member goes after other caches' (RFC 9211 section 2)."""
     names = runtime.header_names
-    response.headers.add("Cache-Status", cache_status)  # after other caches' members
-    response.headers[names.source] = Source.CACHE
-    response.headers[names.health] = health
+    response.headers[names.source] = outcome.source
+    response.headers[names.health] = outcome.health
+    if outcome.cache_status is not None:
+        response.headers.add("Cache-Status", outcome.cache_status)
+
+
+def fresh_hit(exchange: Exchange, entry: Entry, age: float) -> web.Response:
+    """A stored answer served without asking an upstream (fresh, shared with a leader's
+    call, or refreshed behind), as the cache recorded in ``exchange.outcome``."""
+    assert exchange.request is not None
+    response = cached_response(exchange.request, exchange.runtime, entry, age)
+    stamp(exchange.runtime, response, exchange.outcome)
     return response
 
 
 def when_all_failed(
-    request: web.BaseRequest,
-    runtime: Runtime,
-    route: RouteRuntime,
+    exchange: Exchange,
     plan: FailoverPlan,
     last_error: ErrorAnswer | None,
     stale: tuple[Entry, float] | None,
 ) -> web.Response:
+    """The end of the chain (:func:`proxy.chain.plan.final_answer`), recorded as the
+    exchange's outcome: a stale copy, the default payload, the last error, or ours."""
+    request, runtime, route = exchange.request, exchange.runtime, exchange.route
+    assert request is not None
     final = final_answer(
         has_stale=stale is not None,
         has_default=route.default is not None,
         last_answer_complete=last_error is not None,
         deadline_exceeded=plan.deadline_exceeded,
     )
-    names = runtime.header_names
     source: str
+    cache_status = None
     if final is Final.STALE and stale is not None:
         response = cached_response(request, runtime, *stale)
-        response.headers.add("Cache-Status", "failover-proxy; hit; stale")
+        cache_status = STALE
         source = Source.CACHE
     elif final is Final.DEFAULT and route.default is not None:
         response = payload_response(route.default)
@@ -87,37 +100,35 @@ def when_all_failed(
             response.body = last_error.body
         source = last_error.upstream
     else:
-        status = 504 if final is Final.TIMEOUT else 503
+        code = 504 if final is Final.TIMEOUT else 503
         report = failure_report(
-            route.name, plan.hops, status, deadline_exceeded=plan.deadline_exceeded
+            route.name, plan.hops, code, deadline_exceeded=plan.deadline_exceeded
         )
         response = payload_response(report)
         source = Source.NONE
-    response.headers[names.source] = source
-    response.headers[names.health] = Health.CRITICAL
+    exchange.outcome = Outcome(source, Health.CRITICAL, cache_status)
+    stamp(runtime, response, exchange.outcome)
     # added, not set: a passed-through answer keeps other proxies' members before ours
-    response.headers.add(names.proxy_status, proxy_status(plan.hops))
+    response.headers.add(runtime.header_names.proxy_status, proxy_status(plan.hops))
     return response
 
 
 async def relay(
-    request: web.BaseRequest,
-    runtime: Runtime,
-    plan: FailoverPlan,
-    upstream: str,
-    answer: Answer,
-    cache_status: str | None = None,
+    exchange: Exchange, plan: FailoverPlan, answer: Answer
 ) -> tuple[web.StreamResponse, Ending | Failure]:
-    """The answer relayed, and how the exchange ended (a failure while streaming)."""
+    """The answer relayed, with the headers of the outcome the handler recorded, and how
+    the exchange ended (a failure while streaming)."""
+    request, runtime, outcome = exchange.request, exchange.runtime, exchange.outcome
+    assert request is not None
     upstream_response = answer.response
     headers = runtime.forwarding.downstream_response(upstream_response.headers, request.version)
     names = runtime.header_names
-    headers.append((names.source, upstream))
-    headers.append((names.health, plan.health_of(upstream)))
+    headers.append((names.source, outcome.source))
+    headers.append((names.health, outcome.health))
     if plan.hops:
         headers.append((names.proxy_status, proxy_status(plan.hops)))
-    if cache_status is not None:
-        headers.append(("Cache-Status", cache_status))
+    if outcome.cache_status is not None:
+        headers.append(("Cache-Status", outcome.cache_status))
     status = upstream_response.status
     if answer.complete:
         upstream_response.release()
@@ -200,26 +211,26 @@ def own_answer(runtime: Runtime, payload: Payload, *, close: bool = False) -> we
 
 
 def mark_own(runtime: Runtime, response: web.StreamResponse) -> None:
-    names = runtime.header_names
-    response.headers[names.source] = Source.NONE
-    response.headers[names.health] = Health.CRITICAL
+    """Nothing served it: an answer of the proxy's own."""
+    stamp(runtime, response, UNSERVED)
 
 
-def buffered_answer(runtime: Runtime, plan: FailoverPlan | None, write: Write) -> web.Response:
-    """``202``: the write is on disk and will be delivered (README, "Writes")."""
+def buffered_answer(exchange: Exchange, plan: FailoverPlan | None, write: Write) -> web.Response:
+    """``202``: the write is on disk and will be delivered (docs/configuration.md, "Writes")."""
     body = {"buffered": True, "id": write.id, "idempotency_key": write.idempotency_key}
     response = web.json_response(body, status=202)
-    names = runtime.header_names
-    response.headers[names.source] = Source.BUFFER
-    response.headers[names.health] = Health.CRITICAL
+    runtime = exchange.runtime
+    exchange.outcome = Outcome(Source.BUFFER, Health.CRITICAL)
+    stamp(runtime, response, exchange.outcome)
     if plan is not None and plan.hops:
-        response.headers[names.proxy_status] = proxy_status(plan.hops)
+        response.headers[runtime.header_names.proxy_status] = proxy_status(plan.hops)
     return response
 
 
-def unbuffered_write(runtime: Runtime, route: RouteRuntime, plan: FailoverPlan) -> web.Response:
+def unbuffered_write(exchange: Exchange, plan: FailoverPlan) -> web.Response:
     """A write that failed in a way that may have applied it, without an Idempotency-Key
     to make a replay safe: 502 (504 when the deadline ran out), never buffered."""
+    runtime, route = exchange.runtime, exchange.route
     status = 504 if plan.deadline_exceeded else 502
     report = failure_report(route.name, plan.hops, status, deadline_exceeded=plan.deadline_exceeded)
     document = json.loads(report.body)
@@ -228,10 +239,9 @@ def unbuffered_write(runtime: Runtime, route: RouteRuntime, plan: FailoverPlan) 
         "(send an Idempotency-Key to make it safe to keep and replay)"
     )
     response = web.json_response(document, status=status)
-    names = runtime.header_names
-    response.headers[names.source] = Source.NONE
-    response.headers[names.health] = Health.CRITICAL
-    response.headers[names.proxy_status] = proxy_status(plan.hops)
+    exchange.outcome = UNSERVED
+    stamp(runtime, response, exchange.outcome)
+    response.headers[runtime.header_names.proxy_status] = proxy_status(plan.hops)
     return response
 
 

@@ -1,7 +1,7 @@
 """The listening side: aiohttp's low-level server, tuned for a proxy.
 
-- Refuses to run on aiohttp's pure-Python HTTP parser (README, "Limits and bad input"):
-  only the C (llhttp) parser is strict about request smuggling vectors.
+- Refuses to run on aiohttp's pure-Python HTTP parser (docs/configuration.md, "Limits and
+  bad input"): only the C (llhttp) parser is strict about request smuggling vectors.
 - Answers oversized request lines with 414 and oversized or too many headers with 431
   (aiohttp answers 400 for all of them).
 - The low-level ``web.Server`` skips the URL dispatcher: the proxy does its own routing.

@@ -39,9 +39,7 @@ from multidict import CIMultiDict
 from proxy.buffer.buffer import WriteBuffer
 from proxy.cache.rules import cache_key
 from proxy.chain.routing import BadTarget, normalise_target
-from proxy.config.runtime import with_upstream_order
 from proxy.config.units import parse_duration
-from proxy.http.handler import ProxyHandler
 from proxy.http.server import without_server_software
 from proxy.ops.admin_hosts import AllowedHosts, host_of
 from proxy.ops.health import Observed
@@ -75,7 +73,6 @@ class AdminApi:
     def __init__(
         self,
         token: str,
-        handler: ProxyHandler,
         observed: Observed,
         drills: Drills,
         ops: Ops,
@@ -83,12 +80,12 @@ class AdminApi:
     ) -> None:
         self.reloader = reloader
         self._expected = f"Bearer {token}".encode()
-        self.handler = handler
         self.observed = observed
+        self.live = observed.live  # read for every call; changed only by a reorder
         self.drills = drills
         self.ops = ops
         # The address the listener was bound to; a reload cannot move it (restart).
-        self._listen_host = handler.runtime.config.admin.host
+        self._listen_host = self.live.current.runtime.config.admin.host
         self._hosts_for: tuple[str, ...] | None = None
         self._hosts = AllowedHosts.build(self._listen_host, [])
 
@@ -113,7 +110,7 @@ class AdminApi:
 
     def _allowed_hosts(self) -> AllowedHosts:
         """``admin.allowed_hosts`` as the running config has it (a reload applies it)."""
-        names = tuple(self.handler.runtime.config.admin.allowed_hosts)
+        names = tuple(self.live.current.runtime.config.admin.allowed_hosts)
         if names != self._hosts_for:
             self._hosts = AllowedHosts.build(self._listen_host, list(names))
             self._hosts_for = names
@@ -180,7 +177,7 @@ class AdminApi:
         return answer
 
     async def _config(self, request: web.Request) -> web.Response:
-        runtime = self.handler.runtime
+        runtime = self.live.current.runtime
         config = runtime.config.model_dump(mode="json", by_alias=True)
         for i, route in enumerate(runtime.routes):
             config["routes"][i]["upstreams"] = list(route.upstreams)  # as in effect now
@@ -202,15 +199,15 @@ class AdminApi:
 
     async def _reorder(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        runtime = self.handler.runtime
-        route = next((r for r in runtime.routes if r.name == name), None)
+        runtime = self.live.current.runtime
+        route = runtime.route(name)
         if route is None:
             raise AdminError(404, f"no route named {name!r}")
         order = (await _body(request)).get("order")
         if not isinstance(order, list) or not all(isinstance(u, str) for u in order):
             raise AdminError(400, "order must be a list of upstream names")
         try:
-            self.handler.runtime = with_upstream_order(runtime, name, tuple(order))
+            self.live.reorder(name, tuple(order))
         except ValueError as exc:
             raise AdminError(400, str(exc)) from None
         log.warning(
@@ -223,7 +220,7 @@ class AdminApi:
 
     async def _purge(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        store = self.handler.store
+        store = self.observed.store
         if "key" in body:
             key = self._key(body["key"])
             existed = store.get(key) is not None
@@ -231,7 +228,7 @@ class AdminApi:
             purged, what = int(existed), "one key"
         elif "route" in body:
             name = str(body["route"])
-            if all(route.name != name for route in self.handler.runtime.routes):
+            if all(route.name != name for route in self.live.current.runtime.routes):
                 raise AdminError(404, f"no route named {name!r}")  # a typo is not "0 purged"
             purged, what = store.purge(name), f"route {name}"
         elif not body:
@@ -256,7 +253,7 @@ class AdminApi:
             path, query = normalise_target(spec["target"])
         except BadTarget as exc:
             raise AdminError(400, str(exc)) from None
-        route = self.handler.runtime.router.find(method, path, host, headers)
+        route = self.live.current.runtime.router.find(method, path, host, headers)
         if route is None or route.cache is None:
             raise AdminError(404, "no route with a cache matches that request")
         return cache_key(route.name, method, host, path, query, headers, route.cache.policy)
@@ -311,9 +308,9 @@ class AdminApi:
         return json_answer(body, 200 if result.applied else 400)
 
     def _write_buffer(self) -> WriteBuffer:
-        if self.handler.buffer is None:
+        if self.observed.buffer is None:
             raise AdminError(404, "no write buffer is configured (buffer.path)")
-        return self.handler.buffer
+        return self.observed.buffer
 
     async def _buffer_status(self, request: web.Request) -> web.Response:
         """The summary and the oldest dead letters (``?limit=``, 100 by default)."""
@@ -322,13 +319,13 @@ class AdminApi:
             limit = int(request.query.get("limit", "100"))
         except ValueError:
             raise AdminError(400, "limit must be a whole number") from None
-        return json_answer({**buffer.status(), "dead": buffer.dead_letters(max(0, limit))})
+        return json_answer({**buffer.status().json(), "dead": buffer.dead_letters(max(0, limit))})
 
     async def _buffer_flush(self, request: web.Request) -> web.Response:
         buffer = self._write_buffer()
         buffer.flush()
         log.warning("admin: buffer flush: every route's replay tried now")
-        return json_answer({"flushing": buffer.status()["depth"]})
+        return json_answer({"flushing": buffer.status().depth})
 
     async def _dead_retry(self, request: web.Request) -> web.Response:
         write_id = request.match_info["id"]

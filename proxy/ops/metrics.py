@@ -3,7 +3,7 @@
 A custom collector reads :mod:`proxy.ops.stats`, the guards and the store when scraped,
 so the request path never touches a prometheus-client object (its metrics take a
 lock per update). Labels are route and upstream names from the config and members of
-fixed sets only; the README lists every metric.
+fixed sets only; docs/operations.md lists every metric.
 """
 
 from __future__ import annotations
@@ -178,12 +178,12 @@ class ProxyCollector(Collector):
         if buffer is None:
             return
         status = buffer.status()
-        yield GaugeMetricFamily("failover_buffer_depth", "Writes waiting", value=status["depth"])
+        yield GaugeMetricFamily("failover_buffer_depth", "Writes waiting", value=status.depth)
         yield GaugeMetricFamily(
-            "failover_buffer_bytes", "Bytes of buffered writes", value=status["bytes"]
+            "failover_buffer_bytes", "Bytes of buffered writes", value=status.bytes
         )
         yield GaugeMetricFamily(
-            "failover_buffer_dead_letters", "Writes refused on replay", value=status["dead_letters"]
+            "failover_buffer_dead_letters", "Writes refused on replay", value=status.dead_letters
         )
         outcomes = CounterMetricFamily(
             "failover_buffer_writes",

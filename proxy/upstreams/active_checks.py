@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import aiohttp
 
-from proxy.chain.errors import classify_exception
 from proxy.config.runtime import HealthCheckSettings
 from proxy.upstreams.client import UpstreamClient
+from proxy.upstreams.exceptions import classify_exception
 from proxy.upstreams.guard import UpstreamGuard
 
 
@@ -59,3 +59,37 @@ class HealthChecker:
                 unhealthy_threshold=settings.unhealthy_threshold,
             )
             await asyncio.sleep(settings.interval * self._uniform(0.9, 1.1))
+
+
+class ActiveChecks:
+    """The running checks, one task per checked upstream: started with the proxy and for
+    each upstream a reload adds or replaces, stopped for each one it removes or
+    replaces, and all at shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(
+        self,
+        name: str,
+        client: UpstreamClient,
+        guard: UpstreamGuard,
+        settings: HealthCheckSettings | None,
+    ) -> None:
+        """The upstream's check, if its settings ask for one."""
+        if settings is not None:
+            checker = HealthChecker(client, guard, settings)
+            self._tasks[name] = asyncio.create_task(checker.run(), name=f"check {name}")
+
+    def stop(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        """Stop every check and wait for them to end."""
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,7 +2,7 @@
 :class:`Answer` (good enough to relay) or a :class:`Failed` (with its failure class).
 
 What counts as failure is the route's: a status in ``failure_statuses`` or any
-exception :func:`proxy.chain.errors.classify_exception` knows; and, whatever the route, an
+exception :func:`proxy.upstreams.exceptions.classify_exception` knows; and, whatever the route, an
 answer with a header the proxy cannot relay unchanged (:func:`proxy.chain.headers.unsafe_header`),
 which is never passed through either. A failed answer's body is
 kept (up to a bound) because it may still be passed through when nothing better is
@@ -23,11 +23,12 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.chain.errors import Failure, classify_exception, classify_status
+from proxy.chain.errors import Failure, classify_status
 from proxy.chain.headers import HeaderList, parse_retry_after, unsafe_header
 from proxy.chain.validate import Validator
 from proxy.upstreams.client import UpstreamClient
 from proxy.upstreams.drills import Drill
+from proxy.upstreams.exceptions import classify_exception
 
 log = logging.getLogger("failover_proxy")
 

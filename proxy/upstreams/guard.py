@@ -139,18 +139,29 @@ class UpstreamGuard:
             self.retry_budget.record_request()
         return None
 
-    def skipping(self) -> bool:
-        """Whether a call now would be skipped for the upstream's health (not its load)."""
+    def circuit(self, now: float | None = None) -> State:
+        """The circuit as a call at ``now`` (by default, now) would find it: an open
+        circuit whose time is up is half open, since the breaker moves only when the next
+        call asks, which an idle route never does. A failing health check holds it open."""
         if self.pinned is not None:
-            return self.pinned is State.OPEN
-        if not self.check_healthy or (self._cooling and self._clock() < self.cooldown_until):
-            return True
+            return self.pinned
+        if not self.check_healthy:
+            return State.OPEN
         breaker = self.breaker
-        return (
-            breaker is not None
-            and breaker.state is State.OPEN
-            and self._clock() < breaker.open_until  # else the next call is a probe
-        )
+        if breaker is None:
+            return State.CLOSED
+        now = self._clock() if now is None else now
+        if breaker.state is State.OPEN and now >= breaker.open_until:
+            return State.HALF_OPEN
+        return breaker.state
+
+    def skipping(self) -> bool:
+        """Whether a call now would be skipped for the upstream's health (not its load):
+        an open circuit, or a ``Retry-After`` cooldown the operator has not overridden.
+        ``/health``, the cache's hits and the route-health rule all ask this."""
+        if self.pinned is None and self._cooling and self._clock() < self.cooldown_until:
+            return True
+        return self.circuit() is State.OPEN
 
     def finish(
         self,

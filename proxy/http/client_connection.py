@@ -1,0 +1,362 @@
+"""One client connection of the main listener: an HTTP/1.1 server protocol on asyncio
+(uvloop), parsing requests with llhttp through ``httptools`` in strict mode (no lenient
+flags).
+
+One connection, one :class:`ClientConnection`. Requests are parsed as bytes arrive,
+queued (pipelining), and answered in order by one task per connection that lives while
+requests wait; the head of each answer leaves in one write. What the parser refuses
+(smuggling shapes: Content-Length with Transfer-Encoding, a duplicate Content-Length,
+obs-fold, a bare CR or LF, a bad chunk size) is answered 400 and the connection closed.
+
+Limits: the request line (414), each header line and the number of headers (431), and
+two deadlines swept by one timer for all connections, not a timer per request: the
+request head must be complete within ``client_header_timeout`` of the connection's
+start or of the previous answer's end; the body's budget is the body reader's. After an
+early answer (413, 408) the rest of the body is read and dropped for up to
+``linger`` seconds, so the client reads the answer rather than a reset.
+
+A client that goes away cancels its request's task, and with it the upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import httptools
+
+from proxy.http.request import IncomingRequest, Refused, RequestBody
+from proxy.http.wire import LAST_CHUNK, Reply, chunk, response_head
+
+log = logging.getLogger("failover_proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    max_request_line: int
+    max_header_size: int
+    max_headers: int
+    header_timeout: float
+    linger: float
+
+
+Handler = Callable[[IncomingRequest], Awaitable[Reply]]
+RefusalAnswer = Callable[[int, str], Reply]
+
+
+class _Listener(Protocol):
+    """What a connection needs of the listener that accepted it."""
+
+    handler: Handler
+    refusal: RefusalAnswer
+    limits: ListenerLimits
+    loop: asyncio.AbstractEventLoop
+    connections: set[ClientConnection]
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, listener: _Listener) -> None:
+        self.listener = listener
+        self.loop = listener.loop
+        self.limits = listener.limits
+        self.transport: asyncio.Transport | None = None
+        self.remote: str | None = None
+        self.closed = False
+        self.deadline: float | None = None  # for the request head; None while answering
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._in_body = False
+        self._body: RequestBody | None = None
+        self._queue: deque[IncomingRequest] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._started_head = False
+        self._stop_parsing = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else None
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.deadline = self.loop.time() + self.limits.header_timeout
+        self.listener.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.listener.connections.discard(self)
+        if self._body is not None and not self._body.complete:
+            self._body.fail(ConnectionResetError())
+        for request in self._queue:
+            if request.body is not None and not request.body.complete:
+                request.body.fail(ConnectionResetError())
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # the client left: stop the upstream call
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stop_parsing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._stop_parsing = True  # what follows is not HTTP: answer, then close
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, Refused):
+                self._refuse(cause.status, cause.message)
+            else:
+                log.exception("request parsing failed", exc_info=cause)
+                self._refuse(400, "the request is malformed")
+        except httptools.HttpParserError as exc:
+            log.debug("refused a malformed request from %s: %s", self.remote, exc)
+            self._refuse(400, "the request is malformed")
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after its request still reads the answer.
+        return bool(self._task is not None or self._queue)
+
+    # llhttp callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._raw = []
+        self._head_bytes = 0
+        self._in_body = False
+        self._started_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.max_request_line:
+            raise Refused(414, "the request line is too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            return  # a trailer: dropped (the proxy re-frames what it forwards)
+        if len(name) + len(value) + 2 > self.limits.max_header_size:
+            raise Refused(431, "the request headers are too large or too many")
+        self._raw.append((name, value))
+        if len(self._raw) > self.limits.max_headers:
+            raise Refused(431, "the request headers are too large or too many")
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        method = parser.get_method().decode("ascii")
+        major, _, minor = parser.get_http_version().partition(".")
+        version = (int(major), int(minor))
+        raw = self._raw
+        body: RequestBody | None = None
+        has_length = chunked = False
+        hosts = 0
+        for name, value in raw:
+            if len(name) == 4 and name.lower() == b"host":
+                hosts += 1
+            elif len(name) == 14 and name.lower() == b"content-length":
+                has_length = value != b"0"
+            elif len(name) == 17 and name.lower() == b"transfer-encoding":
+                if value.strip().lower() != b"chunked":
+                    raise Refused(400, "only the chunked transfer coding is accepted")
+                chunked = True
+        if hosts > 1 or (hosts == 0 and version >= (1, 1)):
+            raise Refused(400, "an HTTP/1.1 request needs exactly one Host header")
+        if has_length or chunked:
+            body = RequestBody(self)
+        self._body = body
+        self._in_body = True
+        self.deadline = None
+        request = IncomingRequest(
+            self, method, self._url, version, raw, parser.should_keep_alive(), body
+        )
+        if parser.should_upgrade():
+            request.upgrade = True
+            request.keep_alive = False
+        self._queue.append(request)
+        if self._task is None:
+            self._task = self.loop.create_task(self._serve())
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is not None:
+            self._body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._body is not None:
+            self._body.finish()
+            self._body = None
+        self._in_body = False
+        self._started_head = False
+
+    # flow control
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("the client went away")
+        if self._write_paused:
+            self._drain_waiter = self.loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+            if self.closed:
+                raise ConnectionResetError("the client went away")
+
+    # answering
+    async def _serve(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                request = self._queue[0]
+                try:
+                    reply = await self.listener.handler(request)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("the request handler failed")
+                    reply = self.listener.refusal(500, "the proxy failed to answer this request")
+                    reply.close = True
+                self._queue.popleft()
+                keep = await self._send(request, reply)
+                if not keep:
+                    self._close_after(request)
+                    return
+                if not self._queue:
+                    self.deadline = self.loop.time() + self.limits.header_timeout
+        except asyncio.CancelledError:
+            if self.transport is not None:
+                self.transport.abort()
+        finally:
+            self._task = None
+
+    async def _send(self, request: IncomingRequest, reply: Reply) -> bool:
+        """Write the answer; whether the connection may carry another request."""
+        body = request.body
+        unread = body is not None and not body.complete
+        keep = request.keep_alive and not reply.close and not unread and not self._stop_parsing
+        head_only = request.method == "HEAD"
+        head, chunked = response_head(
+            reply, version=request.version, head_only=head_only, keep_alive=keep
+        )
+        transport = self.transport
+        if transport is None or self.closed:
+            return False
+        stream = reply.stream
+        if stream is None:
+            if head_only or not reply.body or reply.status in (204, 304):
+                transport.write(head)
+            else:
+                transport.writelines([head, reply.body])
+            return keep
+        if head_only:
+            transport.write(head)
+            await _close_stream(stream)
+            return keep
+        transport.write(head)
+        try:
+            async for data in stream:
+                if data:
+                    transport.write(chunk(data) if chunked else data)
+                    if self._write_paused:
+                        await self.drain()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            transport.abort()  # never a clean end for a body cut short
+            return False
+        if chunked:
+            transport.write(LAST_CHUNK)
+        return keep and (chunked or reply.length is not None)
+
+    def _close_after(self, request: IncomingRequest) -> None:
+        body = request.body
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if body is not None and not body.complete:
+            body.drop_rest()  # read and drop the rest for a while: the client reads our answer
+            self.loop.call_later(self.limits.linger, self._close)
+            if transport.can_write_eof():
+                transport.write_eof()
+            return
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request the parser or a limit refused, then close."""
+        self._stop_parsing = True
+        if self._task is not None:
+            # the requests before it are answered first; this one ends the connection
+            self._close_when_served(status, message)
+            return
+        reply = self.listener.refusal(status, message)
+        reply.close = True
+        head, _ = response_head(reply, version=(1, 1), head_only=False, keep_alive=False)
+        if self.transport is not None and not self.closed:
+            self.transport.writelines([head, reply.body])
+            self.loop.call_later(self.limits.linger, self._close)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+
+    def _close_when_served(self, status: int, message: str) -> None:
+        task = self._task
+        if task is None:
+            self._refuse(status, message)
+            return
+
+        def after(_: asyncio.Task[None]) -> None:
+            if not self.closed:
+                self._task = None
+                self._refuse(status, message)
+
+        task.add_done_callback(after)
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+    def time_out(self) -> None:
+        """The request head did not arrive in time: 408 if it had begun, else close."""
+        if self._started_head:
+            self._refuse(408, "the request head arrived too slowly")
+        else:
+            self._close()
+
+
+async def _close_stream(stream: object) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()

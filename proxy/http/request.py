@@ -1,0 +1,162 @@
+"""A request as the listener hands it to the handler: its head as parsed (the bytes of
+the target and of each header, and the headers decoded from latin-1 for lookups), and
+its body as it arrives.
+
+The body is queued by the connection; above ``HIGH_WATER`` bytes not yet read, the
+socket stops being read until the handler catches up (an upload is never held whole
+unless the handler asks for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Protocol
+
+from multidict import CIMultiDict
+
+HIGH_WATER = 256 * 1024
+
+
+class _Connection(Protocol):
+    """What a request needs of the client connection it arrived on."""
+
+    loop: asyncio.AbstractEventLoop
+    remote: str | None
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+class Refused(Exception):
+    """A request the proxy answers itself before it is complete (400, 414, 431)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RequestBody:
+    """The body as it arrives, read with ``readany()`` (``b""`` at its end)."""
+
+    __slots__ = ("_chunks", "_conn", "_error", "_queued", "_waiter", "complete", "discard")
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self._queued = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self.complete = False
+        self.discard = False
+
+    def feed(self, data: bytes) -> None:
+        if self.discard:
+            return
+        self._chunks.append(data)
+        self._queued += len(data)
+        if self._queued >= HIGH_WATER:
+            self._conn.pause_reading()
+        self._wake()
+
+    def finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def readany(self) -> bytes:
+        while not self._chunks:
+            if self.complete:
+                return b""
+            if self._error is not None:
+                raise ConnectionResetError("the client went away while sending the body")
+            self._conn.resume_reading()
+            self._waiter = self._conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = self._chunks.popleft()
+        self._queued -= len(data)
+        if self._queued < HIGH_WATER // 2:
+            self._conn.resume_reading()
+        return data
+
+    def drop_rest(self) -> None:
+        """Nobody will read the rest: drop it as it arrives."""
+        self.discard = True
+        self._chunks.clear()
+        self._queued = 0
+        self._conn.resume_reading()
+
+
+class IncomingRequest:
+    """One parsed request head, and its body if it has one."""
+
+    __slots__ = (
+        "body",
+        "conn",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "method",
+        "raw_headers",
+        "remote",
+        "target",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(
+        self,
+        conn: _Connection,
+        method: str,
+        target: bytes,
+        version: tuple[int, int],
+        raw_headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        body: RequestBody | None,
+    ) -> None:
+        self.conn = conn
+        self.method = method
+        self.target = target
+        self.version = version
+        self.raw_headers = raw_headers
+        self.headers: CIMultiDict[str] = CIMultiDict(
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers]
+        )
+        self.keep_alive = keep_alive
+        self.body = body
+        length = self.headers.get("Content-Length")
+        self.content_length = int(length) if length is not None else None
+        self.remote = conn.remote
+        self.upgrade = False
+
+    @property
+    def raw_path(self) -> str:
+        return self.target.decode("latin-1")
+
+    @property
+    def body_exists(self) -> bool:
+        return self.body is not None
+
+    @property
+    def content(self) -> RequestBody:
+        assert self.body is not None
+        return self.body
+
+    def send_continue(self) -> None:
+        """``100 Continue`` for a client that waits for it before sending the body."""
+        self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -1,0 +1,116 @@
+"""HTTP/1.1 messages as bytes: the heads the proxy writes, and the answers it sends.
+
+Header names and values travel as ``str`` decoded from latin-1, which maps every byte
+to one code point and back: ``value.encode("latin-1")`` gives exactly the bytes that
+arrived, so obs-text (0x80-0xFF) crosses the proxy unchanged while the header rules
+work on text. A head is built in one join and leaves in one write.
+
+Nothing is invented: no ``Server``, no ``Content-Type``. ``Date`` is added only where
+the message has none (RFC 9110 section 6.6.1); its text is rebuilt once a second by a
+loop timer, not per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from proxy.upstreams.response import LAST_CHUNK, chunk, request_head
+
+__all__ = ["LAST_CHUNK", "DateClock", "Reply", "chunk", "request_head", "response_head"]
+
+HeaderPairs = list[tuple[str, str]]
+
+_REASONS = {status.value: status.phrase.encode("latin-1") for status in HTTPStatus}
+
+
+def reason_for(status: int) -> bytes:
+    return _REASONS.get(status, b"Unknown")
+
+
+class DateClock:
+    """The ``Date`` header's text, refreshed once a second (RFC 9110 section 5.6.7)."""
+
+    def __init__(self) -> None:
+        self.value = email.utils.formatdate(usegmt=True)
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._tick(loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.time()
+        self.value = email.utils.formatdate(now, usegmt=True)
+        self._handle = loop.call_later(1.0 - now % 1.0 + 0.001, self._tick, loop)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+DATE = DateClock()
+
+
+@dataclass(slots=True)
+class Reply:
+    """An answer to the client: status, headers (end-to-end only: framing is the
+    writer's), and a body given whole or as a stream.
+
+    ``stream`` yields the body as it arrives; if it raises, the client connection is
+    aborted (never a clean end). ``length`` is the stream's Content-Length when known.
+    ``keep_length``: a HEAD or 304 answer whose Content-Length describes the GET body.
+    """
+
+    status: int
+    headers: HeaderPairs = field(default_factory=list)
+    body: bytes = b""
+    reason: str | None = None
+    stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
+    keep_length: str | None = None
+    close: bool = False  # close the connection after this answer
+
+
+def response_head(
+    reply: Reply, *, version: tuple[int, int], head_only: bool, keep_alive: bool
+) -> tuple[bytes, bool]:
+    """The status line and header section for ``reply``, and whether the body is sent
+    chunked. Framing follows RFC 9112 section 6: no body for 1xx/204/304 or HEAD."""
+    status = reply.status
+    reason = reply.reason.encode("latin-1") if reply.reason is not None else reason_for(status)
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    has_date = False
+    for name, value in reply.headers:
+        if not has_date and len(name) == 4 and name.lower() == "date":
+            has_date = True
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if not has_date:
+        parts.append(b"Date: " + DATE.value.encode("ascii") + b"\r\n")
+    chunked = False
+    bodiless = status < 200 or status in (204, 304)
+    if not bodiless:
+        if head_only or status == 304:
+            if reply.keep_length is not None:
+                parts.append(b"Content-Length: " + reply.keep_length.encode("latin-1") + b"\r\n")
+        elif reply.stream is None:
+            parts.append(b"Content-Length: %d\r\n" % len(reply.body))
+        elif reply.length is not None:
+            parts.append(b"Content-Length: %d\r\n" % reply.length)
+        elif version >= (1, 1):
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+            chunked = True
+        else:
+            keep_alive = False  # an HTTP/1.0 client: the end of the body is the close
+    elif status == 304 and reply.keep_length is not None:
+        parts.append(b"Content-Length: " + reply.keep_length.encode("latin-1") + b"\r\n")
+    if not keep_alive or reply.close:
+        parts.append(b"Connection: close\r\n")
+    elif version < (1, 1):
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), chunked

@@ -1,0 +1,298 @@
+"""One keep-alive connection to an upstream: an asyncio protocol parsing answers with
+llhttp (``httptools``, strict: no lenient flags), and the answer as the caller reads it.
+
+What a parser cannot know is handled here: an answer to HEAD has no body whatever its
+``Content-Length`` says (the connection is then not reused: llhttp would read the next
+answer's bytes as this one's body), interim ``1xx`` answers are skipped, and a body
+without ``Content-Length`` or chunking ends when the upstream closes (close-delimited:
+complete, but never reusable).
+
+The answer and its backpressure are :mod:`proxy.upstreams.response`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, cast
+
+import httptools
+
+from proxy.upstreams.response import (
+    HIGH_WATER,
+    BadAnswer,
+    BodyCut,
+    ConnectionLost,
+    ReadTimedOut,
+    UpstreamError,
+    UpstreamResponse,
+)
+
+MAX_HEAD = 64 * 1024  # bytes of status line and headers an upstream may send
+
+
+class _Pool(Protocol):
+    """What a connection tells its pool."""
+
+    def put_back(self, conn: UpstreamConnection) -> None: ...
+
+    def forget(self, conn: UpstreamConnection) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """A connection of one pool; it carries one exchange at a time."""
+
+    def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.uses = 0  # exchanges started on it
+        self.idle_since = 0.0
+        self.reading_paused = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._method = "GET"
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._in_body = False
+        self._interim = False
+        self._keep_alive = False
+        self._answer_began = False  # a byte of this exchange's answer arrived
+        self._head: asyncio.Future[UpstreamResponse] | None = None
+        self._response: UpstreamResponse | None = None
+        self._reason = b""
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_timeout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        head, response = self._head, self._response
+        if head is not None and not head.done():
+            # only a pooled connection dying before any byte of the answer may have
+            # lost the request unread (the upstream's idle close crossing it)
+            reused = self.uses > 1 and not self._answer_began
+            head.set_exception(ConnectionLost("the upstream closed the connection", reused=reused))
+        elif response is not None and not response.finished:
+            if response.close_delimited and self._in_body and exc is None:
+                response._finish()  # the end of a close-delimited body is the close
+            else:
+                response._finish(BodyCut("the upstream closed the connection mid-body"))
+        self._wake_writer()
+        self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is None and self._response is None:
+            self.abort()  # bytes nobody asked for: this connection cannot be trusted
+            return
+        self._answer_began = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # a 101: the caller decides what the bytes after it are
+        except (httptools.HttpParserError, ValueError) as exc:
+            self._fail(BadAnswer(f"the upstream's answer is not valid HTTP: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: connection_lost reports it
+
+    # llhttp callbacks
+    def on_message_begin(self) -> None:
+        if self._response is not None:
+            # a second answer to one request: the upstream is out of step (the answer
+            # already parsed is kept, the connection is never reused)
+            self._keep_alive = False
+            raise ValueError("bytes after the complete answer")
+        self._raw = []
+        self._head_size = 0
+        self._in_body = False
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+        self._head_size += len(status)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            return  # a trailer: the proxy re-frames, and drops trailers
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD:
+            raise ValueError(f"the answer's head is larger than {MAX_HEAD} bytes")
+        self._raw.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._interim = True  # 100 Continue, 103 Early Hints: not the answer
+            self._reason = b""
+            return
+        self._interim = False
+        self._in_body = True
+        self._cancel_timer()  # the head is here; reading the body arms it again
+        self._keep_alive = parser.should_keep_alive()
+        response = UpstreamResponse(
+            self,
+            self._method,
+            status,
+            self._reason.decode("latin-1"),
+            _version(parser.get_http_version()),
+            self._raw,
+        )
+        self._reason = b""
+        self._response = response
+        head = self._head
+        self._head = None
+        if self._method == "HEAD":
+            self._keep_alive = False  # llhttp would take the next answer as this body
+            response._finish()
+        if head is not None and not head.done():
+            head.set_result(response)
+
+    def on_body(self, body: bytes) -> None:
+        response = self._response
+        if response is None or response.finished:
+            return
+        response._feed(body)
+        if response._queued >= HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        response = self._response
+        if response is not None and not response.complete:
+            response._finish()
+
+    # the pool's and the caller's side
+    def send(
+        self, method: str, head: bytes, body: bytes | None, read_timeout: float
+    ) -> asyncio.Future[UpstreamResponse]:
+        """Write the request (head and a body held whole) and return the answer's head."""
+        assert self.transport is not None
+        self.uses += 1
+        self._method = method
+        self._read_timeout = read_timeout
+        self._answer_began = False
+        self._head = head_future = self.loop.create_future()
+        if body:
+            self.transport.writelines([head, body])
+        else:
+            self.transport.write(head)
+        self._arm()
+        return head_future
+
+    def expect_answer(self, method: str, read_timeout: float) -> asyncio.Future[UpstreamResponse]:
+        """Wait for the answer to a request whose body the caller streams itself."""
+        self.uses += 1
+        self._method = method
+        self._read_timeout = read_timeout
+        self._answer_began = False
+        self._head = head_future = self.loop.create_future()
+        return head_future
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionLost("the upstream closed the connection while the body was sent")
+        if self._write_paused:
+            self._write_waiter = self.loop.create_future()
+            try:
+                await self._write_waiter
+            finally:
+                self._write_waiter = None
+            if self.closed:
+                raise ConnectionLost("the upstream closed the connection while the body was sent")
+
+    def arm_read_timeout(self) -> None:
+        """The streamed body is sent: the answer's head is due within the read timeout
+        (unless it is here already; reading its body arms the timer itself)."""
+        if self._head is not None and not self._head.done():
+            self._arm()
+
+    def forbid_reuse(self) -> None:
+        """The request was not sent whole (answered early): never reuse the connection."""
+        self._keep_alive = False
+
+    def _arm(self) -> None:
+        self._cancel_timer()
+        if self._read_timeout > 0:
+            self._timer = self.loop.call_later(self._read_timeout, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail(ReadTimedOut("the upstream did not answer within its read timeout"))
+
+    async def wait_read(self, waiter: asyncio.Future[None]) -> None:
+        """Wait for more body, within the read timeout (silence between chunks)."""
+        if self.reading_paused:
+            self.resume()
+        self._arm()
+        try:
+            await waiter
+        finally:
+            self._cancel_timer()
+
+    def head_arrived(self) -> None:
+        self._cancel_timer()
+
+    def resume(self) -> None:
+        self.reading_paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _fail(self, error: UpstreamError) -> None:
+        head, response = self._head, self._response
+        if head is not None and not head.done():
+            head.set_exception(error)
+        elif response is not None and not response.complete:
+            response._finish(error)
+        self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def done_with(self, response: UpstreamResponse, *, reusable: bool) -> None:
+        if self._response is response:
+            self._response = None
+        self._cancel_timer()
+        if reusable and self._keep_alive and not self.closed:
+            self.pool.put_back(self)
+        else:
+            self.abort()
+            self.pool.forget(self)
+
+
+def _version(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major or 1), int(minor or 1)

@@ -1,0 +1,45 @@
+"""What aiohttp and asyncio raise while talking to an upstream, as a failure class of
+:mod:`proxy.chain.errors` (the ``map_exceptions`` idea of httpcore). It lives beside the
+client that raises them, so the pure core never imports the network library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import aiohttp
+
+from proxy.chain.errors import Failure
+
+
+def classify_exception(exc: BaseException) -> Failure | None:
+    """The failure class of an exception raised while talking to an upstream.
+
+    Returns None for exceptions that are not an upstream's fault (a bug, a cancelled
+    task): the caller must re-raise those rather than fail over on them.
+    """
+    # Order matters: aiohttp's exception classes inherit from each other.
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Failure.DNS_ERROR
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return Failure.TLS_ERROR
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return Failure.CONNECTION_REFUSED
+        return Failure.CONNECTION_ERROR
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return Failure.CONNECT_TIMEOUT
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return Failure.READ_TIMEOUT
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return Failure.BODY_TRUNCATED
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return Failure.PROTOCOL_ERROR
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return Failure.CONNECTION_RESET
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+        return Failure.CONNECTION_RESET
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return Failure.READ_TIMEOUT
+    return None

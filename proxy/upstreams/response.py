@@ -1,0 +1,210 @@
+"""An upstream's answer as the proxy reads it, the errors of talking to an upstream,
+and the bytes of a request's framing.
+
+The answer's head is there at once; its body is queued by the connection as it
+arrives and read chunk by chunk. Above ``HIGH_WATER`` bytes queued and not yet read,
+the connection stops reading the socket until the reader catches up, so a slow client
+never makes the proxy hold an unbounded answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from multidict import CIMultiDict
+
+HIGH_WATER = 256 * 1024
+
+
+class _Connection(Protocol):
+    """What an answer needs of the connection it arrives on."""
+
+    loop: asyncio.AbstractEventLoop
+    reading_paused: bool
+
+    async def wait_read(self, waiter: asyncio.Future[None]) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def done_with(self, response: UpstreamResponse, *, reusable: bool) -> None: ...
+
+
+def request_head(method: str, target: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
+    """An upstream request's head (the headers already hold Host and the framing)."""
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    parts.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+class UpstreamError(Exception):
+    """Talking to the upstream failed; the subclass says how (see chain.errors)."""
+
+
+class ConnectFailed(UpstreamError):
+    def __init__(self, message: str, os_error: OSError | None = None) -> None:
+        super().__init__(message)
+        self.os_error = os_error
+
+
+class ConnectTimedOut(UpstreamError):
+    pass
+
+
+class ReadTimedOut(UpstreamError):
+    pass
+
+
+class ConnectionLost(UpstreamError):
+    """Closed or reset before a complete answer head; ``reused``: on a pooled connection."""
+
+    def __init__(self, message: str, *, reused: bool = False) -> None:
+        super().__init__(message)
+        self.reused = reused
+
+
+class BodyCut(UpstreamError):
+    pass
+
+
+class BadAnswer(UpstreamError):
+    """The upstream spoke broken HTTP."""
+
+
+class UpstreamResponse:
+    """An upstream's answer: its head at once, its body read chunk by chunk."""
+
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_error",
+        "_queued",
+        "_waiter",
+        "chunked",
+        "complete",
+        "content_length",
+        "headers",
+        "method",
+        "raw_headers",
+        "reason",
+        "status",
+        "version",
+    )
+
+    def __init__(
+        self,
+        conn: _Connection,
+        method: str,
+        status: int,
+        reason: str,
+        version: tuple[int, int],
+        raw_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        self._conn: _Connection | None = conn
+        self.method = method
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.raw_headers = raw_headers
+        self.headers: CIMultiDict[str] = CIMultiDict(
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers]
+        )
+        length = self.headers.get("Content-Length")
+        self.content_length = int(length) if length is not None and length.isdigit() else None
+        self.chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        self._chunks: deque[bytes] = deque()
+        self._queued = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: UpstreamError | None = None
+        self.complete = False
+
+    @property
+    def close_delimited(self) -> bool:
+        return (
+            self.content_length is None
+            and not self.chunked
+            and self.method != "HEAD"
+            and self.status not in (204, 304)
+        )
+
+    # the connection's side
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._queued += len(data)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def finished(self) -> bool:
+        """Complete, or failed: the first outcome stands (a read timeout's abort is not
+        then reported as a cut body)."""
+        return self.complete or self._error is not None
+
+    def _finish(self, error: UpstreamError | None = None) -> None:
+        if self.finished:
+            return
+        if error is None:
+            self.complete = True
+        else:
+            self._error = error
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # the reader's side
+    async def read_chunk(self) -> bytes:
+        """The next piece of the body; ``b""`` at its end. Raises what cut it short."""
+        while not self._chunks:
+            if self.complete:
+                return b""
+            if self._error is not None:
+                raise self._error
+            conn = self._conn
+            if conn is None:
+                raise BodyCut("the answer was closed")
+            self._waiter = conn.loop.create_future()
+            try:
+                await conn.wait_read(self._waiter)
+            finally:
+                self._waiter = None
+        data = self._chunks.popleft()
+        self._queued -= len(data)
+        conn = self._conn
+        if conn is not None and conn.reading_paused and self._queued < HIGH_WATER // 2:
+            conn.resume()
+        return data
+
+    readany = read_chunk  # the name aiohttp's StreamReader gives it
+
+    @property
+    def content(self) -> UpstreamResponse:
+        return self
+
+    async def read(self) -> bytes:
+        chunks = []
+        while chunk := await self.read_chunk():
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def release(self) -> None:
+        """Done with the answer: a complete one gives its connection back for reuse."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.done_with(self, reusable=self.complete and not self._chunks)
+
+    def close(self) -> None:
+        """Done, whatever state the answer is in: the connection is closed."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.done_with(self, reusable=False)

@@ -31,7 +31,8 @@ from proxy.cache.writer import cache_writer_for
 from proxy.config.runtime import UpstreamSettings, build_runtime
 from proxy.config.schema import Config
 from proxy.http.handler import ProxyHandler
-from proxy.http.server import StartupError, build_server, require_strict_parser
+from proxy.http.listener import Listener
+from proxy.http.server import StartupError, build_listener, require_strict_parser
 from proxy.live import Live
 from proxy.ops.admin import TOKEN_ENV, AdminApi, admin_token, serve_without_versions
 from proxy.ops.health import ConfigInfo, Observed
@@ -101,7 +102,7 @@ class ProxyApp:
         self.handler.buffer = self.observed.buffer = write_buffer_for(
             config.buffer, base, clock=clock, wall_clock=wall_clock
         )
-        self._runner: web.ServerRunner | None = None
+        self._listener: Listener | None = None
         self._drain_deadline: float | None = None  # loop time; set by drain()
         self.hurry = asyncio.Event()  # a second SIGTERM: stop draining, close now
         self._admin_runner: web.AppRunner | None = None
@@ -134,19 +135,11 @@ class ProxyApp:
             current.clients[name] = client = UpstreamClient(settings)
             self.checks.start(name, client, current.guards[name], settings.health_check)
         config = runtime.config
-        server = build_server(self.handler, config.limits)
-        # stop() waits for requests in flight itself (up to shutdown_grace); aiohttp's own
-        # wait is only for the ones cancelled after that
-        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=_CANCEL_WAIT)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            config.listen.host,
-            config.listen.port,
-            reuse_address=True,
-            backlog=config.listen.backlog,
+        listener = build_listener(self.handler, config.limits, asyncio.get_running_loop())
+        self.port = await listener.start(
+            config.listen.host, config.listen.port, backlog=config.listen.backlog
         )
-        await site.start()
+        self._listener = listener
         buffer = self.handler.buffer
         if buffer is not None:
             idempotency_header = buffer.settings.idempotency_header
@@ -156,8 +149,6 @@ class ProxyApp:
         # load only walk what requests allocate (at -c 50 this cut CPU per request by ~25%).
         gc.collect()
         gc.freeze()
-        sockets = self._runner.addresses
-        self.port = sockets[0][1] if sockets else config.listen.port
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info("listening on %s:%s (event loop: %s)", config.listen.host, self.port, loop_name)
         await self._start_admin(config)
@@ -211,10 +202,9 @@ class ProxyApp:
         arrived, probes included) or ``shutdown_grace`` is over, or :attr:`hurry` is set
         (a second signal). :meth:`stop` then closes the listener."""
         self.ops.ready = False
-        runner = self._runner
-        if runner is None or runner.server is None:
+        server = self._listener
+        if server is None:
             return
-        server = runner.server
         grace = self.live.current.runtime.config.shutdown_grace
         loop = asyncio.get_running_loop()
         started = idle_since = loop.time()
@@ -226,14 +216,14 @@ class ProxyApp:
             DRAIN_QUIET,
             grace,
         )
-        seen = server.requests_count
+        seen = server.requests
         reason = "shutdown_grace is over"
         while (now := loop.time()) < deadline:
             if self.hurry.is_set():
                 reason = "a second signal"
                 break
-            if server.requests_count != seen or self.live.in_flight:
-                seen, idle_since = server.requests_count, now
+            if server.requests != seen or self.live.in_flight:
+                seen, idle_since = server.requests, now
             elif now - idle_since >= DRAIN_QUIET:
                 reason = "idle"
                 break
@@ -245,15 +235,14 @@ class ProxyApp:
             self.live.in_flight,
         )
 
-    async def _close_listener(self, runner: web.ServerRunner) -> None:
+    async def _close_listener(self, listener: Listener) -> None:
         """Stop accepting; requests in flight finish until the drain's deadline (or
         ``shutdown_grace`` from now, without a drain); what still runs is cancelled."""
         loop = asyncio.get_running_loop()
         deadline = self._drain_deadline
         if deadline is None:
             deadline = loop.time() + self.live.current.runtime.config.shutdown_grace
-        for site in list(runner.sites):
-            await site.stop()
+        listener.stop_accepting()
         while self.live.in_flight and loop.time() < deadline and not self.hurry.is_set():
             await asyncio.sleep(_DRAIN_POLL)
         if self.live.in_flight:
@@ -262,7 +251,7 @@ class ProxyApp:
                 "cancelled (their clients see the connection close)",
                 self.live.in_flight,
             )
-        await runner.cleanup()
+        await listener.close(grace=_CANCEL_WAIT)
 
     async def _drain_buffer(self, buffer: WriteBuffer) -> None:
         """Deliver buffered writes before exiting when upstreams take them (a pod being
@@ -324,9 +313,9 @@ class ProxyApp:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.checks.close()
-        if self._runner is not None:
-            await self._close_listener(self._runner)
-            self._runner = None
+        if self._listener is not None:
+            await self._close_listener(self._listener)
+            self._listener = None
         await self.handler.close()
         buffer = self.handler.buffer
         if buffer is not None:

@@ -12,8 +12,6 @@ import contextlib
 import logging
 from typing import Protocol
 
-from aiohttp import web
-
 from proxy.cache.freshness import NO_LIMITS, initial_age, upstream_limits
 from proxy.cache.rules import (
     Use,
@@ -32,6 +30,7 @@ from proxy.http.bodies import StreamedBody
 from proxy.http.exchange import Exchange
 from proxy.http.respond import fresh_hit
 from proxy.http.walk import Walked
+from proxy.http.wire import Reply
 from proxy.ops.stats import Stats
 from proxy.upstreams.attempt import Answer
 
@@ -43,7 +42,7 @@ class Chain(Protocol):
     the whole chain for a miss, the walk alone for a refresh behind, and a hold on the
     pools of a config generation while that refresh runs."""
 
-    async def proxy(self, exchange: Exchange) -> web.StreamResponse: ...
+    async def proxy(self, exchange: Exchange) -> Reply: ...
 
     async def walk(
         self, exchange: Exchange, body: bytes | None, streamed: StreamedBody | None
@@ -79,7 +78,7 @@ class CacheFront:
         self.stats.routes[exchange.route.name].stale_served(found[1])
         return found
 
-    async def serve(self, exchange: Exchange, rules: RouteCacheRules) -> web.StreamResponse:
+    async def serve(self, exchange: Exchange, rules: RouteCacheRules) -> Reply:
         """A cacheable request on a route with a cache: a fresh hit, a stale one refreshed
         behind, one upstream call shared by concurrent misses, or the chain as usual."""
         assert exchange.request is not None
@@ -118,9 +117,7 @@ class CacheFront:
         finally:
             self._fetching.pop(key).set_result(exchange.stored)
 
-    async def _follow(
-        self, exchange: Exchange, leader: asyncio.Future[Entry | None]
-    ) -> web.StreamResponse:
+    async def _follow(self, exchange: Exchange, leader: asyncio.Future[Entry | None]) -> Reply:
         """Concurrent misses for one key wait for the leader's upstream call (bounded by
         the deadline) and share what it stored; if it stored nothing, they go themselves."""
         assert exchange.request is not None

@@ -56,18 +56,15 @@ UNKEYED_REQUEST_HEADERS = frozenset(name.lower() for name in UNKEYED_REQUEST_HEA
 
 PROXY_NAME = "failover-proxy"
 _DIGITS = re.compile(r"^[0-9]+$")
-_FIELD_TEXT = bytes([0x09, *range(0x20, 0x7F)])  # HTAB, SP, VCHAR: RFC 9110 section 5.5
+_FIELD_TEXT = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])  # HTAB, SP, VCHAR, obs-text
 
 
 def unsafe_header(raw: Sequence[tuple[bytes, bytes]]) -> str | None:
-    """The name of a header the proxy refuses to carry, None if all are fine.
-
-    RFC 9110 section 5.5 allows obs-text (bytes 0x80-0xFF) in a field value, but
-    aiohttp decodes values to text and its client re-encodes them, so such a byte would
-    not leave as it came: refused, never silently changed. Control characters other
-    than HTAB are refused too (llhttp refuses most in requests, not in responses).
-    One pass over the joined bytes; only a refusal looks for the name.
-    """
+    """The name of a header holding a control character other than HTAB (RFC 9110
+    section 5.5), None if all are fine. Such a byte is refused, never carried; obs-text
+    (0x80-0xFF) is carried byte for byte. llhttp refuses most of these already; this is
+    the proxy's own word on it, one pass over the joined bytes (only a refusal looks for
+    the name)."""
     if not b"".join(itertools.chain.from_iterable(raw)).translate(None, _FIELD_TEXT):
         return None
     for name, value in raw:

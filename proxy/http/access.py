@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import logging
 
-from aiohttp import web
-
 from proxy.http.exchange import Exchange
+from proxy.http.wire import Reply
 from proxy.ops.logs import ACCESS
 from proxy.ops.stats import Stats
 
 access_log = logging.getLogger(ACCESS)
 
 
-def account(stats: Stats, exchange: Exchange, response: web.StreamResponse, seconds: float) -> None:
+def account(stats: Stats, exchange: Exchange, response: Reply, seconds: float) -> None:
     """Count the answer the client got, and log it (one line per request)."""
     source, health = str(exchange.outcome.source), str(exchange.outcome.health)
     route = exchange.route.name

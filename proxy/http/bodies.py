@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp
-from aiohttp import StreamReader
+from proxy.http.request import Refused, RequestBody
 
 
 class ClientBodyError(Exception):
@@ -36,7 +35,7 @@ class BodyReader:
     """The client's body, read within ``max_body`` bytes and ``timeout`` seconds of
     waiting for it in all (one budget per request, shared by every read)."""
 
-    def __init__(self, content: StreamReader, max_body: int, timeout: float) -> None:
+    def __init__(self, content: RequestBody, max_body: int, timeout: float) -> None:
         self._content = content
         self._max_body = max_body
         self._left = timeout
@@ -51,7 +50,9 @@ class BodyReader:
                 chunk = await self._content.readany()
         except TimeoutError:
             raise ClientBodyError(408, "the request body arrived too slowly") from None
-        except (ConnectionError, aiohttp.EofStream):
+        except Refused as exc:  # the body broke the framing rules (a bad chunk)
+            raise ClientBodyError(exc.status, exc.message) from None
+        except ConnectionError:
             raise ClientBodyError(400, "the client went away while sending the body") from None
         finally:
             self._left -= loop.time() - started

@@ -57,6 +57,7 @@ class _Listener(Protocol):
     limits: ListenerLimits
     loop: asyncio.AbstractEventLoop
     connections: set[ClientConnection]
+    requests: int
 
 
 class ClientConnection(asyncio.Protocol):
@@ -193,6 +194,7 @@ class ClientConnection(asyncio.Protocol):
             request.upgrade = True
             request.keep_alive = False
         self._queue.append(request)
+        self.listener.requests += 1
         if self._task is None:
             self._task = self.loop.create_task(self._serve())
 
@@ -295,6 +297,8 @@ class ClientConnection(asyncio.Protocol):
         except Exception:
             transport.abort()  # never a clean end for a body cut short
             return False
+        finally:
+            await _close_stream(stream)  # it reports how it ended (the client may have left)
         if chunked:
             transport.write(LAST_CHUNK)
         return keep and (chunked or reply.length is not None)
@@ -317,20 +321,27 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer a request the parser or a limit refused, then close."""
+        """Answer a request the parser or a limit refused, then close. A body that
+        breaks the framing fails its request's read (its handler answers); a head that
+        does is answered here, after the requests before it."""
         self._stop_parsing = True
+        body = self._body
+        if body is not None and not body.complete:
+            body.fail(Refused(status, message))
+            return
         if self._task is not None:
-            # the requests before it are answered first; this one ends the connection
             self._close_when_served(status, message)
+            return
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
             return
         reply = self.listener.refusal(status, message)
         reply.close = True
         head, _ = response_head(reply, version=(1, 1), head_only=False, keep_alive=False)
-        if self.transport is not None and not self.closed:
-            self.transport.writelines([head, reply.body])
-            self.loop.call_later(self.limits.linger, self._close)
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
+        transport.writelines([head, reply.body])
+        self.loop.call_later(self.limits.linger, self._close)
+        if transport.can_write_eof():
+            transport.write_eof()
 
     def _close_when_served(self, status: int, message: str) -> None:
         task = self._task
@@ -339,7 +350,8 @@ class ClientConnection(asyncio.Protocol):
             return
 
         def after(_: asyncio.Task[None]) -> None:
-            if not self.closed:
+            transport = self.transport
+            if not self.closed and transport is not None and not transport.is_closing():
                 self._task = None
                 self._refuse(status, message)
 
@@ -349,11 +361,9 @@ class ClientConnection(asyncio.Protocol):
         return self.deadline is not None and now >= self.deadline
 
     def time_out(self) -> None:
-        """The request head did not arrive in time: 408 if it had begun, else close."""
-        if self._started_head:
-            self._refuse(408, "the request head arrived too slowly")
-        else:
-            self._close()
+        """The request head did not arrive in time: the connection is closed (as an idle
+        keep-alive one is); nothing was asked, so nothing is answered."""
+        self._close()
 
 
 async def _close_stream(stream: object) -> None:

@@ -9,12 +9,12 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.cache.store import Entry
 from proxy.chain.outcome import UNSERVED, Outcome
 from proxy.config.runtime import RouteRuntime, Runtime
+from proxy.http.request import IncomingRequest
 from proxy.upstreams.attempt import Answer
 from proxy.upstreams.client import UpstreamClient
 from proxy.upstreams.guard import Ticket, UpstreamGuard
@@ -34,7 +34,7 @@ class Chosen:
 class Exchange:
     """``request`` is None for a background refresh, which has no client to answer."""
 
-    request: web.BaseRequest | None
+    request: IncomingRequest | None
     runtime: Runtime  # the snapshot the request started with (a reload does not change it)
     route: RouteRuntime
     method: str
@@ -59,6 +59,14 @@ class Exchange:
     # what served the answer, recorded where that is decided; the headers, the access
     # log and the counters read it (nothing served it until something says so)
     outcome: Outcome = UNSERVED
+    # the request target as it arrived, forwarded byte for byte (routing matched its
+    # canonical form); a replay or a refresh without one sends ``path?query``
+    target: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.target:
+            target = self.path + ("?" + self.query if self.query else "")
+            self.target = target.encode("latin-1")
 
     def behind(self) -> Exchange:
         """A copy for a background refresh of this exchange's cache entry: no client to

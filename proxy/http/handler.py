@@ -27,6 +27,7 @@ from proxy.buffer.rules import READS, may_buffer
 from proxy.cache.front import CacheFront
 from proxy.cache.status import forwarded
 from proxy.cache.store import Store
+from proxy.chain.errors import Failure
 from proxy.chain.headers import unsafe_header
 from proxy.chain.outcome import UNSERVED, Outcome
 from proxy.chain.payloads import proxy_error
@@ -35,8 +36,10 @@ from proxy.chain.routing import BadTarget, normalise_target
 from proxy.config.runtime import RouteRuntime, Runtime
 from proxy.http.access import account
 from proxy.http.bodies import BodyReader, ClientBodyError, StreamedBody, read_prefix
-from proxy.http.exchange import Exchange
+from proxy.http.exchange import Chosen, Exchange
+from proxy.http.request import IncomingRequest
 from proxy.http.respond import (
+    Ended,
     Ending,
     buffer_refused,
     buffered_answer,
@@ -47,16 +50,15 @@ from proxy.http.respond import (
     when_all_failed,
 )
 from proxy.http.walk import ChainWalk, Walked
+from proxy.http.wire import Reply
 from proxy.live import Live
 from proxy.ops.probes import Ops
 from proxy.ops.stats import Stats
 from proxy.upstreams.drills import Drills
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
 
 class ProxyHandler:
-    """The aiohttp low-level handler.
+    """What the main listener (:mod:`proxy.http.listener`) calls for each request.
 
     A request reads :attr:`Live.current <proxy.live.Live.current>` once at its start and
     keeps that generation (its :class:`Exchange` holds it) while a reload swaps in the
@@ -76,14 +78,13 @@ class ProxyHandler:
         self._walk = ChainWalk(stats, drills, self.cache.answered)
         self.buffer: WriteBuffer | None = None  # the durable write buffer, when configured
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: IncomingRequest) -> Reply:
         current = self.live.current
         runtime = current.runtime
         if request.method == "CONNECT":
             return own_answer(runtime, proxy_error(405, "CONNECT is not supported"))
         if (unsafe := unsafe_header(request.raw_headers)) is not None:
-            # refused, never forwarded altered (aiohttp would re-encode obs-text)
-            message = f"the {unsafe} header holds a byte 0x80-0xFF or a control character"
+            message = f"the {unsafe} header holds a control character"
             return own_answer(runtime, proxy_error(400, message))
         try:
             path, query = normalise_target(request.raw_path)
@@ -110,6 +111,7 @@ class ProxyHandler:
             guards=current.guards,
             generation=current.number,
             request_id=headers.get("X-Request-Id") or self._new_request_id(),
+            target=request.target if request.target.startswith(b"/") else b"",
         )
         started = asyncio.get_running_loop().time()
         try:
@@ -136,9 +138,7 @@ class ProxyHandler:
     def _new_request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._id_count):08x}"
 
-    def _operator_path(
-        self, request: web.BaseRequest, runtime: Runtime, name: str
-    ) -> web.StreamResponse:
+    def _operator_path(self, request: IncomingRequest, runtime: Runtime, name: str) -> Reply:
         """``<prefix>/livez`` and friends (``name`` is what follows the prefix, matched on
         the normalised path): answered here, never proxied."""
         answer = None
@@ -147,18 +147,19 @@ class ProxyHandler:
         if answer is None:
             prefix = runtime.config.admin.reserved_prefix
             return own_answer(runtime, proxy_error(404, f"no such operator path under {prefix}"))
-        mark_own(runtime, answer)
-        return answer
+        reply = _from_aiohttp(answer)
+        mark_own(runtime, reply)
+        return reply
 
-    def mark_own_answer(self, response: web.StreamResponse) -> None:
-        """Our headers on an answer aiohttp made itself (a request it could not parse)."""
-        mark_own(self.live.current.runtime, response)
+    def refusal(self, status: int, message: str) -> Reply:
+        """Our answer to a request the listener refused before it was complete."""
+        return own_answer(self.live.current.runtime, proxy_error(status, message), close=True)
 
     async def close(self) -> None:
         await self.cache.close()
 
     async def _read_body(
-        self, request: web.BaseRequest, runtime: Runtime, route: RouteRuntime
+        self, request: IncomingRequest, runtime: Runtime, route: RouteRuntime
     ) -> tuple[bytes | None, StreamedBody | None]:
         """``(body held for replay, None)`` or ``(None, body too large to hold)``."""
         if not request.body_exists:
@@ -168,14 +169,14 @@ class ProxyHandler:
         if length is not None and length > limits.max_body:
             raise ClientBodyError(413, "the request body is larger than the proxy accepts")
         if request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(_CONTINUE)
+            request.send_continue()
         reader = BodyReader(request.content, limits.max_body, limits.client_body_timeout)
         chunks, complete = await read_prefix(reader, route.max_replay_body)
         if complete:
             return b"".join(chunks), None
         return None, StreamedBody(chunks, reader)
 
-    async def proxy(self, exchange: Exchange) -> web.StreamResponse:
+    async def proxy(self, exchange: Exchange) -> Reply:
         """The chain for a client: upstreams in order, then what is left."""
         request = exchange.request
         assert request is not None
@@ -196,12 +197,7 @@ class ProxyHandler:
                 cache_status = forwarded(exchange.forwarded_because, status, stored=stored)
             health = plan.health_of(chosen.upstream)
             exchange.outcome = Outcome(chosen.upstream, health, cache_status)
-            response, ending = await relay(exchange, plan, answer)
-            if ending is Ending.CLIENT_GONE:
-                chosen.guard.abandon(chosen.ticket)
-            else:
-                chosen.guard.finish(chosen.ticket, None if ending is Ending.COMPLETE else ending)
-            return response
+            return relay(exchange, plan, answer, _reporter(chosen))
         if buffer is not None and streamed is None:
             key = exchange.headers.get(buffer.settings.idempotency_header)
             if may_buffer(exchange.method, plan.hops, key is not None):
@@ -217,7 +213,7 @@ class ProxyHandler:
 
     async def _buffer(
         self, exchange: Exchange, buffer: WriteBuffer, body: bytes, plan: FailoverPlan | None
-    ) -> web.StreamResponse:
+    ) -> Reply:
         """Keep the write on disk and answer 202, or 503 if it cannot be kept."""
         runtime = exchange.runtime
         request = exchange.request
@@ -238,3 +234,24 @@ class ProxyHandler:
         except BufferBroken as exc:
             return buffer_refused(runtime, str(exc), retry_after=5)
         return buffered_answer(exchange, plan, write)
+
+
+def _reporter(chosen: Chosen) -> Ended:
+    """How the chosen call ended, told to its guard: a client that left says nothing
+    about the upstream; a failure mid-body counts against it."""
+
+    def ended(ending: Ending | Failure) -> None:
+        if ending is Ending.CLIENT_GONE:
+            chosen.guard.abandon(chosen.ticket)
+        else:
+            chosen.guard.finish(chosen.ticket, None if ending is Ending.COMPLETE else ending)
+
+    return ended
+
+
+def _from_aiohttp(response: web.Response) -> Reply:
+    """An operator answer (built with aiohttp for the admin listener too) for ours."""
+    headers = [(name, value) for name, value in response.headers.items()]
+    headers = [(name, value) for name, value in headers if name != "Content-Length"]
+    body = response.body if isinstance(response.body, bytes) else b""
+    return Reply(response.status, headers, body, reason=response.reason)

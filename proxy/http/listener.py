@@ -29,6 +29,7 @@ class Listener:
         self.limits = limits
         self.loop = loop
         self.connections: set[ClientConnection] = set()
+        self.requests = 0  # request heads parsed, for the drain's idle check
         self.server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 

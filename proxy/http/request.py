@@ -80,6 +80,8 @@ class RequestBody:
         while not self._chunks:
             if self.complete:
                 return b""
+            if isinstance(self._error, Refused):
+                raise self._error
             if self._error is not None:
                 raise ConnectionResetError("the client went away while sending the body")
             self._conn.resume_reading()

@@ -11,23 +11,23 @@ way round.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable
 from enum import Enum
-
-import aiohttp
-from aiohttp import web
 
 from proxy.buffer.frames import Write
 from proxy.cache.status import STALE
 from proxy.cache.store import Entry
 from proxy.chain.errors import Failure
-from proxy.chain.headers import HeaderList, proxy_status
+from proxy.chain.headers import proxy_status
 from proxy.chain.outcome import UNSERVED, Health, Outcome, Source
 from proxy.chain.payloads import Payload, failure_report, proxy_error
 from proxy.chain.plan import FailoverPlan, Final, final_answer
 from proxy.config.runtime import Runtime
 from proxy.http.exchange import Exchange
+from proxy.http.wire import Reply
 from proxy.upstreams.attempt import Answer, ErrorAnswer
 from proxy.upstreams.exceptions import classify_exception
+from proxy.upstreams.response import UpstreamError, UpstreamResponse
 
 
 class Ending(Enum):
@@ -37,35 +37,41 @@ class Ending(Enum):
     CLIENT_GONE = "client_gone"  # says nothing about the upstream: not counted
 
 
-def cached_response(
-    request: web.BaseRequest, runtime: Runtime, entry: Entry, age: float
-) -> web.Response:
+Ended = Callable[["Ending | Failure"], None]
+
+
+def cached_response(request_method: str, runtime: Runtime, entry: Entry, age: float) -> Reply:
     """A stored answer, with ``Age`` (RFC 9111 5.1)."""
-    headers = runtime.forwarding.from_store(entry.headers)
-    response = web.Response(status=entry.status, reason=entry.reason, headers=headers)
-    if request.method != "HEAD":
-        response.body = entry.body
-    response.headers["Age"] = str(int(age))
-    return response
+    headers = [
+        pair for pair in runtime.forwarding.from_store(entry.headers) if pair[0].lower() != "age"
+    ]
+    headers.append(("Age", str(int(age))))
+    if request_method == "HEAD":
+        length = str(len(entry.body)) if entry.body else None
+        return Reply(entry.status, headers, reason=entry.reason, keep_length=length)
+    return Reply(entry.status, headers, entry.body, reason=entry.reason)
 
 
-def stamp(runtime: Runtime, response: web.StreamResponse, outcome: Outcome) -> None:
+def stamp(runtime: Runtime, reply: Reply, outcome: Outcome) -> None:
     """The outcome's headers on an answer: our source and health replace any of those
     names, our ``Cache-Status`` member goes after other caches' (RFC 9211 section 2)."""
     names = runtime.header_names
-    response.headers[names.source] = outcome.source
-    response.headers[names.health] = outcome.health
+    own = (names.source.lower(), names.health.lower())
+    headers = reply.headers
+    if any(name.lower() in own for name, _ in headers):
+        headers[:] = [(name, value) for name, value in headers if name.lower() not in own]
+    headers.append((names.source, outcome.source))
+    headers.append((names.health, outcome.health))
     if outcome.cache_status is not None:
-        response.headers.add("Cache-Status", outcome.cache_status)
+        headers.append(("Cache-Status", outcome.cache_status))
 
 
-def fresh_hit(exchange: Exchange, entry: Entry, age: float) -> web.Response:
+def fresh_hit(exchange: Exchange, entry: Entry, age: float) -> Reply:
     """A stored answer served without asking an upstream (fresh, shared with a leader's
     call, or refreshed behind), as the cache recorded in ``exchange.outcome``."""
-    assert exchange.request is not None
-    response = cached_response(exchange.request, exchange.runtime, entry, age)
-    stamp(exchange.runtime, response, exchange.outcome)
-    return response
+    reply = cached_response(exchange.method, exchange.runtime, entry, age)
+    stamp(exchange.runtime, reply, exchange.outcome)
+    return reply
 
 
 def when_all_failed(
@@ -73,11 +79,10 @@ def when_all_failed(
     plan: FailoverPlan,
     last_error: ErrorAnswer | None,
     stale: tuple[Entry, float] | None,
-) -> web.Response:
+) -> Reply:
     """The end of the chain (:func:`proxy.chain.plan.final_answer`), recorded as the
     exchange's outcome: a stale copy, the default payload, the last error, or ours."""
-    request, runtime, route = exchange.request, exchange.runtime, exchange.route
-    assert request is not None
+    runtime, route = exchange.runtime, exchange.route
     final = final_answer(
         has_stale=stale is not None,
         has_default=route.default is not None,
@@ -87,41 +92,37 @@ def when_all_failed(
     source: str
     cache_status = None
     if final is Final.STALE and stale is not None:
-        response = cached_response(request, runtime, *stale)
+        reply = cached_response(exchange.method, runtime, *stale)
         cache_status = STALE
         source = Source.CACHE
     elif final is Final.DEFAULT and route.default is not None:
-        response = payload_response(route.default)
+        reply = payload_response(route.default)
         source = Source.DEFAULT
     elif final is Final.PASS_THROUGH and last_error is not None:
-        headers = runtime.forwarding.downstream_response(last_error.headers, request.version)
-        response = web.Response(status=last_error.status, reason=last_error.reason, headers=headers)
-        if request.method != "HEAD":
-            response.body = last_error.body
+        headers = runtime.forwarding.downstream_response(last_error.headers, exchange.version)
+        reply = Reply(last_error.status, headers, last_error.body, reason=last_error.reason)
         source = last_error.upstream
     else:
         code = 504 if final is Final.TIMEOUT else 503
         report = failure_report(
             route.name, plan.hops, code, deadline_exceeded=plan.deadline_exceeded
         )
-        response = payload_response(report)
+        reply = payload_response(report)
         source = Source.NONE
     exchange.outcome = Outcome(source, Health.CRITICAL, cache_status)
-    stamp(runtime, response, exchange.outcome)
+    stamp(runtime, reply, exchange.outcome)
     # added, not set: a passed-through answer keeps other proxies' members before ours
-    response.headers.add(runtime.header_names.proxy_status, proxy_status(plan.hops))
-    return response
+    reply.headers.append((runtime.header_names.proxy_status, proxy_status(plan.hops)))
+    return reply
 
 
-async def relay(
-    exchange: Exchange, plan: FailoverPlan, answer: Answer
-) -> tuple[web.StreamResponse, Ending | Failure]:
-    """The answer relayed, with the headers of the outcome the handler recorded, and how
-    the exchange ended (a failure while streaming)."""
-    request, runtime, outcome = exchange.request, exchange.runtime, exchange.outcome
-    assert request is not None
+def relay(exchange: Exchange, plan: FailoverPlan, answer: Answer, ended: Ended) -> Reply:
+    """The answer relayed, with the headers of the outcome the handler recorded.
+    ``ended`` hears how the exchange ended: at once for an answer read whole, when its
+    last byte is out (or the upstream failed mid-body) for one that streams."""
+    runtime, outcome = exchange.runtime, exchange.outcome
     upstream_response = answer.response
-    headers = runtime.forwarding.downstream_response(upstream_response.headers, request.version)
+    headers = runtime.forwarding.downstream_response(upstream_response.headers, exchange.version)
     names = runtime.header_names
     headers.append((names.source, outcome.source))
     headers.append((names.health, outcome.health))
@@ -130,104 +131,89 @@ async def relay(
     if outcome.cache_status is not None:
         headers.append(("Cache-Status", outcome.cache_status))
     status = upstream_response.status
+    reason = upstream_response.reason
     if answer.complete:
         upstream_response.release()
-        return _complete_response(
-            request, status, upstream_response, headers, answer.chunks
-        ), Ending.COMPLETE
-    return await _stream(request, status, upstream_response, headers, answer.chunks)
-
-
-def _complete_response(
-    request: web.BaseRequest,
-    status: int,
-    upstream_response: aiohttp.ClientResponse,
-    headers: HeaderList,
-    chunks: list[bytes],
-) -> web.Response:
-    response = web.Response(status=status, reason=upstream_response.reason, headers=headers)
-    if request.method == "HEAD" or status in (204, 304) or status < 200:
-        # Keep the upstream's Content-Length for HEAD/304: it describes the GET body.
-        length = upstream_response.headers.get("Content-Length")
-        if length is not None and status != 204:
-            response.headers["Content-Length"] = length
-        return response
-    response.body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-    return response
+        ended(Ending.COMPLETE)
+        if exchange.method == "HEAD" or status in (204, 304) or status < 200:
+            # the upstream's Content-Length on HEAD/304 describes the GET body
+            length = upstream_response.headers.get("Content-Length")
+            return Reply(status, headers, reason=reason, keep_length=length)
+        chunks = answer.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return Reply(status, headers, body, reason=reason)
+    return Reply(
+        status,
+        headers,
+        reason=reason,
+        stream=_stream(upstream_response, answer.chunks, ended),
+        length=upstream_response.content_length,
+    )
 
 
 async def _stream(
-    request: web.BaseRequest,
-    status: int,
-    upstream_response: aiohttp.ClientResponse,
-    headers: HeaderList,
-    chunks: list[bytes],
-) -> tuple[web.StreamResponse, Ending | Failure]:
-    """Stream the rest of the body. If the upstream fails now, the client connection is
-    aborted (never a clean end) and the failure is returned, so it still counts."""
-    response = web.StreamResponse(status=status, reason=upstream_response.reason, headers=headers)
-    length = upstream_response.content_length
-    if length is not None:
-        response.content_length = length
-    elif request.version >= aiohttp.HttpVersion11:
-        response.enable_chunked_encoding()
+    upstream_response: UpstreamResponse, chunks: list[bytes], ended: Ended
+) -> AsyncIterator[bytes]:
+    """The rest of the body as it arrives. If the upstream fails now, the failure is
+    raised to the listener, which aborts the client connection (never a clean end), and
+    reported, so it still counts; a client that left is reported as such."""
     ending: Ending | Failure = Ending.CLIENT_GONE
     try:
-        await response.prepare(request)
         for chunk in chunks:
-            await response.write(chunk)
+            yield chunk
         while True:
             try:
-                chunk = await upstream_response.content.readany()
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                chunk = await upstream_response.read_chunk()
+            except (UpstreamError, OSError) as exc:
                 ending = classify_exception(exc) or Failure.BODY_TRUNCATED
                 raise
             if not chunk:
                 break
-            await response.write(chunk)
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        # The upstream died mid-body, or the client went away.
-        upstream_response.close()
-        if request.transport is not None:
-            request.transport.abort()
-        return response, ending
-    upstream_response.release()
-    await response.write_eof()
-    return response, Ending.COMPLETE
+            yield chunk
+        ending = Ending.COMPLETE
+    finally:
+        if ending is Ending.COMPLETE:
+            upstream_response.release()
+        else:
+            upstream_response.close()
+        ended(ending)
 
 
-def payload_response(payload: Payload) -> web.Response:
-    """A response carrying a payload of the proxy's own."""
-    return web.Response(status=payload.status, body=payload.body, headers=payload.headers)
+def payload_response(payload: Payload) -> Reply:
+    """An answer carrying a payload of the proxy's own."""
+    return Reply(payload.status, list(payload.headers), payload.body)
 
 
-def own_answer(runtime: Runtime, payload: Payload, *, close: bool = False) -> web.Response:
+def own_answer(runtime: Runtime, payload: Payload, *, close: bool = False) -> Reply:
     """An answer of the proxy's own (400, 404, 405, 408, 413): nothing went upstream."""
-    response = payload_response(payload)
-    mark_own(runtime, response)
-    if close:
-        response.force_close()
-    return response
+    reply = payload_response(payload)
+    mark_own(runtime, reply)
+    reply.close = close
+    return reply
 
 
-def mark_own(runtime: Runtime, response: web.StreamResponse) -> None:
+def mark_own(runtime: Runtime, reply: Reply) -> None:
     """Nothing served it: an answer of the proxy's own."""
-    stamp(runtime, response, UNSERVED)
+    stamp(runtime, reply, UNSERVED)
 
 
-def buffered_answer(exchange: Exchange, plan: FailoverPlan | None, write: Write) -> web.Response:
+def _json(status: int, document: object) -> Reply:
+    body = json.dumps(document).encode()
+    return Reply(status, [("Content-Type", "application/json; charset=utf-8")], body)
+
+
+def buffered_answer(exchange: Exchange, plan: FailoverPlan | None, write: Write) -> Reply:
     """``202``: the write is on disk and will be delivered (docs/configuration.md, "Writes")."""
-    body = {"buffered": True, "id": write.id, "idempotency_key": write.idempotency_key}
-    response = web.json_response(body, status=202)
+    reply = _json(202, {"buffered": True, "id": write.id, "idempotency_key": write.idempotency_key})
     runtime = exchange.runtime
     exchange.outcome = Outcome(Source.BUFFER, Health.CRITICAL)
-    stamp(runtime, response, exchange.outcome)
+    stamp(runtime, reply, exchange.outcome)
     if plan is not None and plan.hops:
-        response.headers[runtime.header_names.proxy_status] = proxy_status(plan.hops)
-    return response
+        reply.headers.append((runtime.header_names.proxy_status, proxy_status(plan.hops)))
+    return reply
 
 
-def unbuffered_write(exchange: Exchange, plan: FailoverPlan) -> web.Response:
+def unbuffered_write(exchange: Exchange, plan: FailoverPlan) -> Reply:
     """A write that failed in a way that may have applied it, without an Idempotency-Key
     to make a replay safe: 502 (504 when the deadline ran out), never buffered."""
     runtime, route = exchange.runtime, exchange.route
@@ -238,16 +224,16 @@ def unbuffered_write(exchange: Exchange, plan: FailoverPlan) -> web.Response:
         "the write may have reached an upstream before it failed; it was not buffered "
         "(send an Idempotency-Key to make it safe to keep and replay)"
     )
-    response = web.json_response(document, status=status)
+    reply = _json(status, document)
     exchange.outcome = UNSERVED
-    stamp(runtime, response, exchange.outcome)
-    response.headers[runtime.header_names.proxy_status] = proxy_status(plan.hops)
-    return response
+    stamp(runtime, reply, exchange.outcome)
+    reply.headers.append((runtime.header_names.proxy_status, proxy_status(plan.hops)))
+    return reply
 
 
-def buffer_refused(runtime: Runtime, message: str, retry_after: int) -> web.Response:
+def buffer_refused(runtime: Runtime, message: str, retry_after: int) -> Reply:
     """``503`` with ``Retry-After``: the buffer is full or cannot write; never a 202."""
-    response = payload_response(proxy_error(503, message))
-    response.headers["Retry-After"] = str(retry_after)
-    mark_own(runtime, response)
-    return response
+    reply = payload_response(proxy_error(503, message))
+    reply.headers.append(("Retry-After", str(retry_after)))
+    mark_own(runtime, reply)
+    return reply

@@ -85,13 +85,14 @@ class ChainWalk:
                 outcome = injected or await attempt(
                     client,
                     exchange.method,
-                    client.url(exchange.path, exchange.query),
+                    client.target(exchange.target),
                     upstream_headers,
                     data,
                     deadline_at=deadline_at,
                     failure_statuses=route.failure_statuses,
                     max_buffered=runtime.limits.max_buffered_response,
                     validator=route.validator,
+                    may_resend=may_resend,
                 )
             except BaseException:
                 guard.abandon(ticket)

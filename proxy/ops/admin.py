@@ -33,14 +33,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
 from proxy.buffer.buffer import WriteBuffer
 from proxy.cache.rules import cache_key
 from proxy.chain.routing import BadTarget, normalise_target
 from proxy.config.units import parse_duration
-from proxy.http.server import without_server_software
 from proxy.ops.admin_hosts import AllowedHosts, host_of
 from proxy.ops.health import Observed
 from proxy.ops.probes import Ops, json_answer
@@ -362,6 +362,14 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise AdminError(400, "the body must be a JSON object")
     return body
+
+
+def without_server_software(response: web.StreamResponse) -> None:
+    """Drop the ``Server: Python/3.x aiohttp/3.y`` that aiohttp adds to every answer
+    without one: the proxy's answers do not advertise versions (known by identity: the
+    one string object aiohttp sets)."""
+    if response.headers.get(hdrs.SERVER) is SERVER_SOFTWARE:
+        del response.headers[hdrs.SERVER]
 
 
 class _AdminRequest(web.Request):

@@ -19,9 +19,7 @@ import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
-import aiohttp
 from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.chain.errors import Failure, classify_status
 from proxy.chain.headers import HeaderList, parse_retry_after, unsafe_header
@@ -29,6 +27,7 @@ from proxy.chain.validate import Validator
 from proxy.upstreams.client import UpstreamClient
 from proxy.upstreams.drills import Drill
 from proxy.upstreams.exceptions import classify_exception
+from proxy.upstreams.response import UpstreamResponse
 
 log = logging.getLogger("failover_proxy")
 
@@ -37,7 +36,7 @@ log = logging.getLogger("failover_proxy")
 class Answer:
     """A good upstream answer; ``chunks`` is its body so far, all of it if ``complete``."""
 
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
     chunks: list[bytes]
     complete: bool
 
@@ -61,7 +60,7 @@ class Failed:
     error_answer: ErrorAnswer | None = None
 
 
-async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> tuple[list[bytes], bool]:
+async def _read_up_to(response: UpstreamResponse, limit: int) -> tuple[list[bytes], bool]:
     """The body's first chunks, until more than ``limit`` bytes or the end."""
     if response.method == "HEAD" or response.status in (204, 304):
         return [], True
@@ -74,7 +73,7 @@ async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> tuple[lis
     size = 0
     while size <= limit:
         chunk = await response.content.readany()
-        if not chunk:  # aiohttp raises ClientPayloadError on a body short of Content-Length
+        if not chunk:  # a body cut short raises BodyCut instead
             return chunks, True
         size += len(chunk)
         chunks.append(chunk)
@@ -82,7 +81,7 @@ async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> tuple[lis
 
 
 async def _failed_answer(
-    client: UpstreamClient, response: aiohttp.ClientResponse, failure: Failure, limit: int
+    client: UpstreamClient, response: UpstreamResponse, failure: Failure, limit: int
 ) -> Failed:
     retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
     chunks, complete = await _read_up_to(response, limit)
@@ -101,7 +100,9 @@ async def _failed_answer(
     return Failed(failure, response.status, retry_after, error_answer)
 
 
-async def _validated(response: aiohttp.ClientResponse, validator: Validator) -> Answer | Failed:
+async def _validated(
+    upstream: str, response: UpstreamResponse, validator: Validator
+) -> Answer | Failed:
     """A validated route needs the whole body before it can commit; one too large to
     check fails (it must not pass unchecked), and a failed check is never passed on."""
     chunks, complete = await _read_up_to(response, validator.max_body)
@@ -112,7 +113,7 @@ async def _validated(response: aiohttp.ClientResponse, validator: Validator) -> 
         problem = validator.problem(response.status, response.headers.get("Content-Type"), body)
     if problem is not None:
         response.close()
-        log.info("%s answered %s: %s", response.url.origin(), response.status, problem)
+        log.info("%s answered %s: %s", upstream, response.status, problem)
         return Failed(Failure.INVALID_RESPONSE, response.status)
     return Answer(response, [body], True)
 
@@ -120,7 +121,7 @@ async def _validated(response: aiohttp.ClientResponse, validator: Validator) -> 
 async def attempt(
     client: UpstreamClient,
     method: str,
-    url: URL,
+    target: bytes,
     headers: HeaderList,
     data: bytes | AsyncIterable[bytes] | None,
     *,
@@ -128,30 +129,34 @@ async def attempt(
     failure_statuses: frozenset[int],
     max_buffered: int,
     validator: Validator | None = None,
+    may_resend: bool = False,
 ) -> Answer | Failed:
-    remaining = deadline_at - asyncio.get_running_loop().time()
-    if remaining <= 0:
+    """One try, within the route's deadline (one timer for the whole try; each read
+    also has the upstream's read timeout, armed by its connection)."""
+    if deadline_at <= asyncio.get_running_loop().time():
         return Failed(Failure.DEADLINE_EXCEEDED)
-    response: aiohttp.ClientResponse | None = None
+    response: UpstreamResponse | None = None
+    name = client.settings.name
     try:
-        response = await client.send(method, url, headers, data, client.timeout_for(remaining))
-        if (unsafe := unsafe_header(response.raw_headers)) is not None:
-            # never relayed altered, nor passed through as a last resort: fail over
-            response.close()
-            log.info("%s answered with bytes the proxy does not relay in %s", url.origin(), unsafe)
-            return Failed(Failure.INVALID_RESPONSE, response.status)
-        failure = classify_status(response.status, failure_statuses)
-        if failure is not None:
-            return await _failed_answer(client, response, failure, max_buffered)
-        if validator is not None:
-            return await _validated(response, validator)
-        chunks, complete = await _read_up_to(response, max_buffered)
-        return Answer(response, chunks, complete)
+        async with asyncio.timeout_at(deadline_at):
+            response = await client.send(method, target, headers, data, may_resend=may_resend)
+            if (unsafe := unsafe_header(response.raw_headers)) is not None:
+                # never relayed altered, nor passed through as a last resort: fail over
+                response.close()
+                log.info("%s answered with bytes the proxy does not relay in %s", name, unsafe)
+                return Failed(Failure.INVALID_RESPONSE, response.status)
+            failure = classify_status(response.status, failure_statuses)
+            if failure is not None:
+                return await _failed_answer(client, response, failure, max_buffered)
+            if validator is not None:
+                return await _validated(name, response, validator)
+            chunks, complete = await _read_up_to(response, max_buffered)
+            return Answer(response, chunks, complete)
     except Exception as exc:
         if response is not None:
             response.close()
-        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ServerTimeoutError):
-            return Failed(Failure.DEADLINE_EXCEEDED)  # aiohttp's total timeout: our deadline
+        if isinstance(exc, TimeoutError):
+            return Failed(Failure.DEADLINE_EXCEEDED)  # the route's deadline ran out
         failure = classify_exception(exc)
         if failure is None:
             raise

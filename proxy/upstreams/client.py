@@ -1,27 +1,37 @@
-"""The client side: one ``ClientSession`` per upstream, set up the way a proxy needs.
+"""The client side of one upstream: the data path's keep-alive pool
+(:mod:`proxy.upstreams.pool`), and an aiohttp ``ClientSession`` for the active health
+checks only, set up the way a proxy needs.
 
 What the proxy must not add or change: no cookie jar (a shared jar would hand one user's
 cookies to the next), no redirect following, no decompression, no environment
 proxies, no automatic ``User-Agent``/``Accept``/``Accept-Encoding``/``Content-Type``.
-The target URL is built from the upstream's base and the already-normalised path
-and query, ``encoded=True``, so the bytes that matched are the bytes that are sent.
+On the data path the request target is the upstream's base path followed by the
+client's target byte for byte as it arrived (routing matched its canonical form, which
+only upper-cases escapes and decodes unreserved characters: the same resource), and
+the head carries exactly the headers the forwarding rules chose, plus ``Host`` and the
+framing; nothing else is added.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterable, Awaitable
+from collections.abc import AsyncIterable
 
 import aiohttp
 from yarl import URL
 
 from proxy.chain.headers import HeaderList
 from proxy.config.runtime import UpstreamSettings
+from proxy.upstreams.pool import Pool
+from proxy.upstreams.response import UpstreamResponse, request_head
 
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 MAX_UPSTREAM_HEADER_FIELD = 16 * 1024
 _NEVER_ROUND = 1e9
 _MAX_KEPT_TIMEOUTS = 1024
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def _ssl_context(settings: UpstreamSettings) -> ssl.SSLContext | bool:
@@ -38,49 +48,48 @@ class UpstreamClient:
     def __init__(self, settings: UpstreamSettings) -> None:
         self.settings = settings
         self._prefix = str(settings.origin) + settings.base_path
-        connector = aiohttp.TCPConnector(
-            limit=settings.max_connections,
-            limit_per_host=0,
-            ssl=_ssl_context(settings),
-            ttl_dns_cache=10,
+        self._base_path = settings.base_path.encode("latin-1")
+        context = _ssl_context(settings)
+        origin = settings.origin
+        secure = origin.scheme == "https"
+        port = origin.port or (443 if secure else 80)
+        self.host_header = origin.raw_host or ""
+        if origin.port is not None and not origin.is_default_port():
+            self.host_header += f":{origin.port}"
+        tls: ssl.SSLContext | None = None
+        if secure:
+            tls = context if isinstance(context, ssl.SSLContext) else _unverified()
+        self.pool = Pool(
+            origin.raw_host or "",
+            port,
+            max_connections=settings.max_connections,
+            connect_timeout=settings.connect_timeout,
+            ssl_context=tls,
+            server_hostname=origin.raw_host if secure else None,
         )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            trust_env=False,
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            max_field_size=MAX_UPSTREAM_HEADER_FIELD,
-            max_line_size=MAX_UPSTREAM_HEADER_FIELD,
-        )
-        # aiohttp silently resends an idempotent request once when the connection drops;
-        # every try must be one the failover plan decided on and Proxy-Status reports.
-        # No public switch exists (aiohttp's own test client flips the same attribute).
-        self.session._retry_connection = False
-        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
+        self._context = context
+        self._session: aiohttp.ClientSession | None = None
 
-    def timeout_for(self, remaining: float) -> aiohttp.ClientTimeout:
-        """This upstream's per-try timeouts, and ``total``: what is left of the deadline.
-
-        aiohttp's total timeout covers the whole exchange, body included (as Envoy's route
-        timeout does), and costs one timer; ``ceil_threshold`` keeps it exact rather than
-        rounded up to whole seconds. Timeouts are kept by whole milliseconds left (rounded
-        down, never past the deadline): most first tries start with the same budget, so
-        the per-request path rarely builds one (about 1% of a request's instructions).
-        """
-        millis = max(1, int(remaining * 1000))  # total=0 would mean "no timeout"
-        timeout = self._timeouts.get(millis)
-        if timeout is None:
-            if len(self._timeouts) >= _MAX_KEPT_TIMEOUTS:
-                self._timeouts.clear()
-            timeout = self._timeouts[millis] = aiohttp.ClientTimeout(
-                total=millis / 1000,
-                connect=self.settings.connect_timeout,
-                sock_connect=self.settings.connect_timeout,
-                sock_read=self.settings.read_timeout,
-                ceil_threshold=_NEVER_ROUND,
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """aiohttp's client, for the active health checks (made on first use)."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=2, ssl=self._context, ttl_dns_cache=10)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                trust_env=False,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                max_field_size=MAX_UPSTREAM_HEADER_FIELD,
+                max_line_size=MAX_UPSTREAM_HEADER_FIELD,
             )
-        return timeout
+        return self._session
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ran: its pool takes no more requests."""
+        return self.pool.closed
 
     def url(self, path: str, query: str) -> URL:
         target = self._prefix + path
@@ -88,25 +97,49 @@ class UpstreamClient:
             target += "?" + query
         return URL(target, encoded=True)
 
-    def send(
+    def target(self, raw: bytes) -> bytes:
+        """The request target upstream: the base path, then the client's as it arrived."""
+        return self._base_path + raw if self._base_path else raw
+
+    async def send(
         self,
         method: str,
-        url: URL,
+        target: bytes,
         headers: HeaderList,
         data: bytes | AsyncIterable[bytes] | None,
-        timeout: aiohttp.ClientTimeout,
-    ) -> Awaitable[aiohttp.ClientResponse]:
-        """The request, to be awaited (not a coroutine of ours: one frame less per try)."""
-        return self.session.request(
+        *,
+        may_resend: bool,
+    ) -> UpstreamResponse:
+        """One request; its answer's head (the body is read from the answer)."""
+        if not any(name == "Host" for name, _ in headers):
+            headers.append(("Host", self.host_header))
+        chunked = False
+        if isinstance(data, bytes):
+            headers.append(("Content-Length", str(len(data))))
+        elif data is not None:
+            if not any(name == "Content-Length" for name, _ in headers):
+                headers.append(("Transfer-Encoding", "chunked"))
+                chunked = True
+        elif method in _BODY_METHODS:
+            headers.append(("Content-Length", "0"))
+        head = request_head(method, target, headers)
+        return await self.pool.exchange(
             method,
-            url,
-            headers=headers,
-            data=data,
-            allow_redirects=False,
-            compress=None,
-            proxy=None,
-            timeout=timeout,
+            head,
+            data,
+            read_timeout=self.settings.read_timeout,
+            may_resend=may_resend,
+            chunked=chunked,
         )
 
     async def close(self) -> None:
-        await self.session.close()
+        await self.pool.close()
+        if self._session is not None:
+            await self._session.close()
+
+
+def _unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

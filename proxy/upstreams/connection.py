@@ -194,6 +194,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = read_timeout
         self._answer_began = False
         self._head = head_future = self.loop.create_future()
+        head_future.add_done_callback(_retrieved)
         if body:
             self.transport.writelines([head, body])
         else:
@@ -208,6 +209,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = read_timeout
         self._answer_began = False
         self._head = head_future = self.loop.create_future()
+        head_future.add_done_callback(_retrieved)
         return head_future
 
     def write(self, data: bytes) -> None:
@@ -296,3 +298,10 @@ class UpstreamConnection(asyncio.Protocol):
 def _version(version: str) -> tuple[int, int]:
     major, _, minor = version.partition(".")
     return int(major or 1), int(minor or 1)
+
+
+def _retrieved(future: asyncio.Future[UpstreamResponse]) -> None:
+    """A head nobody waits for any more (the caller's deadline ran out first): its
+    failure is expected, not an unretrieved error to log."""
+    if not future.cancelled():
+        future.exception()

@@ -6,11 +6,29 @@ client that raises them, so the pure core never imports the network library.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import aiohttp
 
 from proxy.chain.errors import Failure
+from proxy.upstreams.response import (
+    BadAnswer,
+    BodyCut,
+    ConnectFailed,
+    ConnectionLost,
+    ConnectTimedOut,
+    ReadTimedOut,
+)
+
+_OURS: tuple[tuple[type[BaseException], Failure], ...] = (
+    (ConnectTimedOut, Failure.CONNECT_TIMEOUT),
+    (ReadTimedOut, Failure.READ_TIMEOUT),
+    (BodyCut, Failure.BODY_TRUNCATED),
+    (BadAnswer, Failure.PROTOCOL_ERROR),
+    (ConnectionLost, Failure.CONNECTION_RESET),
+    (socket.gaierror, Failure.DNS_ERROR),
+)
 
 
 def classify_exception(exc: BaseException) -> Failure | None:
@@ -19,6 +37,13 @@ def classify_exception(exc: BaseException) -> Failure | None:
     Returns None for exceptions that are not an upstream's fault (a bug, a cancelled
     task): the caller must re-raise those rather than fail over on them.
     """
+    for kind, failure in _OURS:  # the data path's own client (proxy.upstreams.pool)
+        if isinstance(exc, kind):
+            return failure
+    if isinstance(exc, ConnectFailed):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return Failure.CONNECTION_REFUSED
+        return Failure.CONNECTION_ERROR
     # Order matters: aiohttp's exception classes inherit from each other.
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return Failure.DNS_ERROR

@@ -57,6 +57,10 @@ class Pool:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def size(self) -> int:
         return len(self._open)
 
@@ -202,8 +206,10 @@ class Pool:
             conn.write(head)
             async for data in body:
                 if answer.done():
-                    conn.forbid_reuse()  # the request was cut short: the upstream is
-                    break  # mid-request (answered early, a 413 say): the rest is not wanted
+                    # answered early (a 413, say): the rest is not wanted, and the
+                    # upstream is left mid-request, so the connection is not reused
+                    conn.forbid_reuse()
+                    break
                 if data:
                     conn.write(chunk(data) if chunked else data)
                     await conn.drain()

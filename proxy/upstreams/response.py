@@ -66,7 +66,8 @@ class ReadTimedOut(UpstreamError):
 
 
 class ConnectionLost(UpstreamError):
-    """Closed or reset before a complete answer head; ``reused``: on a pooled connection."""
+    """Closed or reset before a complete answer head; ``reused``: on a pooled connection
+    and before any byte of the answer (the request may not have been read)."""
 
     def __init__(self, message: str, *, reused: bool = False) -> None:
         super().__init__(message)

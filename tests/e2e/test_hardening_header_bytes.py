@@ -1,7 +1,8 @@
-"""Header bytes are never silently changed. On this data path the proxy refuses what it
-cannot carry byte for byte: a request header with a byte 0x80-0xFF (obs-text) or a
-control character other than HTAB gets 400 and nothing goes upstream; an upstream
-answer with one is a failed try (never relayed, never passed through)."""
+"""Header bytes are never silently changed. The data path carries header bytes as they
+arrived: obs-text (0x80-0xFF, raw UTF-8 included) crosses the proxy byte for byte in
+both directions. A control character other than HTAB is refused: in a request, 400 and
+nothing goes upstream; in an upstream answer, the strict parser refuses it, the try
+fails (``protocol_error``) and the answer is never relayed nor passed through."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pytest
 
 from tests.conftest import raw_exchange, read_request_head, route
 
-BAD_VALUES = [
+OBS_TEXT = [
     pytest.param(b"\xa0v\xa0", id="nbsp-around"),
     pytest.param(b"a\x85b", id="nel-inside"),
     pytest.param(b"\x85v\x85", id="nel-around"),
     pytest.param(b"caf\xc3\xa9", id="utf-8"),
+]
+BAD_VALUES = [
     pytest.param(b"a\x01b", id="soh"),
     pytest.param(b"a\x7fb", id="del"),
     pytest.param(b"a\x1bb", id="esc"),
@@ -75,10 +78,32 @@ async def test_a_request_header_the_proxy_cannot_carry_is_refused_with_400(
     assert upstream.heads == []
 
 
-async def test_obs_text_is_refused_with_our_error_body_naming_the_header(start_proxy, raw_upstream):
+@pytest.mark.parametrize("value", OBS_TEXT)
+async def test_obs_text_in_a_request_header_reaches_the_upstream_byte_for_byte(
+    start_proxy, raw_upstream, value: bytes
+):
     upstream = Recorder(OK)
     proxy = await proxy_for(start_proxy, raw_upstream, upstream)
-    raw = await raw_exchange(proxy, request(b"X-Ok: fine\r\n", b"X-B: a\x85b\r\n"))
+    raw = await raw_exchange(proxy, request(b"X-Ok: fine\r\n", b"X-B: " + value + b"\r\n"))
+    assert parse(raw)[0] == 200
+    assert b"\r\nX-B: " + value + b"\r\n" in upstream.heads[0]
+
+
+@pytest.mark.parametrize("value", OBS_TEXT)
+async def test_obs_text_in_an_answer_header_reaches_the_client_byte_for_byte(
+    start_proxy, raw_upstream, value: bytes
+):
+    upstream = Recorder(answer(b"200 OK", b"X-A: " + value + b"\r\n", b"Connection: close\r\n"))
+    proxy = await proxy_for(start_proxy, raw_upstream, upstream)
+    raw = await raw_exchange(proxy, request())
+    assert parse(raw)[0] == 200
+    assert b"\r\nX-A: " + value + b"\r\n" in raw
+
+
+async def test_a_control_character_is_refused_with_our_error_body(start_proxy, raw_upstream):
+    upstream = Recorder(OK)
+    proxy = await proxy_for(start_proxy, raw_upstream, upstream)
+    raw = await raw_exchange(proxy, request(b"X-Ok: fine\r\n", b"X-B: a\x01b\r\n"))
     status, headers, body = parse(raw)
     assert (status, headers["Content-Type"].split(";")[0]) == (400, "application/json")
     assert "X-B header" in json.loads(body)["error"]
@@ -103,7 +128,7 @@ async def test_an_upstream_answer_with_such_a_header_fails_over(
     status, headers, body = parse(await raw_exchange(proxy, request()))
     assert (status, body, headers["X-Failover-Source"]) == (200, b"good", "secondary")
     assert "X-A" not in headers
-    assert 'next-hop=primary; details="invalid_response"' in headers["Proxy-Status"]
+    assert 'next-hop=primary; details="protocol_error"' in headers["Proxy-Status"]
 
 
 @pytest.mark.parametrize("value", BAD_VALUES)
@@ -114,5 +139,5 @@ async def test_an_error_answer_with_such_a_header_is_never_passed_through(
     proxy = await proxy_for(start_proxy, raw_upstream, bad)
     status, headers, body = parse(await raw_exchange(proxy, request()))
     assert (status, headers["X-Failover-Source"]) == (503, "none")
-    assert json.loads(body)["tried"][0]["failure"] == "invalid_response"
+    assert json.loads(body)["tried"][0]["failure"] == "protocol_error"
     assert "X-A" not in headers

@@ -224,7 +224,7 @@ async def test_ten_reloads_under_continuous_traffic_fail_or_misroute_nothing(
         assert settled.count(k) >= 20, f"too little traffic under v{k} alone"
     # D went away in v8 while /b traffic was on it: its pool was closed once drained
     assert d_client is not None
-    assert d_client.session.closed
+    assert d_client.closed
 
 
 # 2. An open breaker survives an unrelated change -----------------------------------------
@@ -363,10 +363,10 @@ async def test_a_removed_upstream_finishes_its_in_flight_request_before_its_pool
 
     assert await answer_of(client, base + "/x") == (200, "fast", "fast")  # the new config
     assert not in_flight.done()
-    assert not old_pool.session.closed  # still serving the call that was out
+    assert not old_pool.closed  # still serving the call that was out
 
     assert await in_flight == (200, "slow", "slow")  # finished on the old config
-    await eventually(lambda: old_pool.session.closed, 1)
+    await eventually(lambda: old_pool.closed, 1)
     assert slow.hits == 1
 
 

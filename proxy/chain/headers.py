@@ -227,11 +227,22 @@ class ForwardingRules:
         dropped, and so are its ``Cache-Status``/``Proxy-Status`` members in our name
         (other proxies' stay; the caller appends ours after them).
         """
-        listed = _connection_listed(upstream_headers)
+        return self.downstream_pairs(
+            upstream_headers.items(), _connection_listed(upstream_headers), version
+        )
+
+    def downstream_pairs(
+        self,
+        upstream_headers: Iterable[tuple[str, str]],
+        listed: frozenset[str],
+        version: tuple[int, int],
+    ) -> HeaderList:
+        """:meth:`downstream_response` over header pairs whose ``Connection`` tokens
+        (lower-case) are known already: one pass, no multidict."""
         drop, status_lists = self._drop_down, self._status_lists
         headers: HeaderList = []
         via: list[str] = []
-        for name, value in upstream_headers.items():
+        for name, value in upstream_headers:
             lower = name.lower()
             if lower in drop or lower in listed:
                 if lower == "via":

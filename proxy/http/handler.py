@@ -187,7 +187,7 @@ class ProxyHandler:
             return await self._buffer(exchange, buffer, body, None)  # behind the queued ones
         if exchange.key is not None:
             self.stats.cache.misses += 1
-        plan, chosen, last_error = await self.walk(exchange, body, streamed)
+        plan, chosen, last_error = await self._walk(exchange, body, streamed)
         if chosen is not None:
             answer = chosen.answer
             cache_status = None

@@ -122,7 +122,9 @@ def relay(exchange: Exchange, plan: FailoverPlan, answer: Answer, ended: Ended) 
     last byte is out (or the upstream failed mid-body) for one that streams."""
     runtime, outcome = exchange.runtime, exchange.outcome
     upstream_response = answer.response
-    headers = runtime.forwarding.downstream_response(upstream_response.headers, exchange.version)
+    headers = runtime.forwarding.downstream_pairs(
+        upstream_response.pairs, upstream_response.connection_listed, exchange.version
+    )
     names = runtime.header_names
     headers.append((names.source, outcome.source))
     headers.append((names.health, outcome.health))
@@ -137,8 +139,9 @@ def relay(exchange: Exchange, plan: FailoverPlan, answer: Answer, ended: Ended) 
         ended(Ending.COMPLETE)
         if exchange.method == "HEAD" or status in (204, 304) or status < 200:
             # the upstream's Content-Length on HEAD/304 describes the GET body
-            length = upstream_response.headers.get("Content-Length")
-            return Reply(status, headers, reason=reason, keep_length=length)
+            length = upstream_response.content_length
+            keep = str(length) if length is not None else None
+            return Reply(status, headers, reason=reason, keep_length=keep)
         chunks = answer.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return Reply(status, headers, body, reason=reason)

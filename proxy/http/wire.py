@@ -25,11 +25,11 @@ __all__ = ["LAST_CHUNK", "DateClock", "Reply", "chunk", "request_head", "respons
 
 HeaderPairs = list[tuple[str, str]]
 
-_REASONS = {status.value: status.phrase.encode("latin-1") for status in HTTPStatus}
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
-def reason_for(status: int) -> bytes:
-    return _REASONS.get(status, b"Unknown")
+def reason_for(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
 
 
 class DateClock:
@@ -37,6 +37,7 @@ class DateClock:
 
     def __init__(self) -> None:
         self.value = email.utils.formatdate(usegmt=True)
+        self.line = f"Date: {self.value}\r\n"
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -45,6 +46,7 @@ class DateClock:
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.time()
         self.value = email.utils.formatdate(now, usegmt=True)
+        self.line = f"Date: {self.value}\r\n"
         self._handle = loop.call_later(1.0 - now % 1.0 + 0.001, self._tick, loop)
 
     def stop(self) -> None:
@@ -82,35 +84,30 @@ def response_head(
     """The status line and header section for ``reply``, and whether the body is sent
     chunked. Framing follows RFC 9112 section 6: no body for 1xx/204/304 or HEAD."""
     status = reply.status
-    reason = reply.reason.encode("latin-1") if reply.reason is not None else reason_for(status)
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    has_date = False
-    for name, value in reply.headers:
-        if not has_date and len(name) == 4 and name.lower() == "date":
-            has_date = True
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    if not has_date:
-        parts.append(b"Date: " + DATE.value.encode("ascii") + b"\r\n")
+    reason = reply.reason if reply.reason is not None else reason_for(status)
+    headers = reply.headers
+    parts = [f"HTTP/1.1 {status} {reason}\r\n", *[f"{n}: {v}\r\n" for n, v in headers]]
+    if not any(len(name) == 4 and name.lower() == "date" for name, _ in headers):
+        parts.append(DATE.line)
     chunked = False
-    bodiless = status < 200 or status in (204, 304)
-    if not bodiless:
-        if head_only or status == 304:
+    if not (status < 200 or status in (204, 304)):
+        if head_only:
             if reply.keep_length is not None:
-                parts.append(b"Content-Length: " + reply.keep_length.encode("latin-1") + b"\r\n")
+                parts.append(f"Content-Length: {reply.keep_length}\r\n")
         elif reply.stream is None:
-            parts.append(b"Content-Length: %d\r\n" % len(reply.body))
+            parts.append(f"Content-Length: {len(reply.body)}\r\n")
         elif reply.length is not None:
-            parts.append(b"Content-Length: %d\r\n" % reply.length)
+            parts.append(f"Content-Length: {reply.length}\r\n")
         elif version >= (1, 1):
-            parts.append(b"Transfer-Encoding: chunked\r\n")
+            parts.append("Transfer-Encoding: chunked\r\n")
             chunked = True
         else:
             keep_alive = False  # an HTTP/1.0 client: the end of the body is the close
     elif status == 304 and reply.keep_length is not None:
-        parts.append(b"Content-Length: " + reply.keep_length.encode("latin-1") + b"\r\n")
+        parts.append(f"Content-Length: {reply.keep_length}\r\n")
     if not keep_alive or reply.close:
-        parts.append(b"Connection: close\r\n")
+        parts.append("Connection: close\r\n")
     elif version < (1, 1):
-        parts.append(b"Connection: keep-alive\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts), chunked
+        parts.append("Connection: keep-alive\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1"), chunked

@@ -131,32 +131,33 @@ async def attempt(
     validator: Validator | None = None,
     may_resend: bool = False,
 ) -> Answer | Failed:
-    """One try, within the route's deadline (one timer for the whole try; each read
-    also has the upstream's read timeout, armed by its connection)."""
+    """One try, within the route's deadline: the connection's one timer enforces it
+    together with the read timeout (no timer of its own per try)."""
     if deadline_at <= asyncio.get_running_loop().time():
         return Failed(Failure.DEADLINE_EXCEEDED)
     response: UpstreamResponse | None = None
     name = client.settings.name
     try:
-        async with asyncio.timeout_at(deadline_at):
-            response = await client.send(method, target, headers, data, may_resend=may_resend)
-            if (unsafe := unsafe_header(response.raw_headers)) is not None:
-                # never relayed altered, nor passed through as a last resort: fail over
-                response.close()
-                log.info("%s answered with bytes the proxy does not relay in %s", name, unsafe)
-                return Failed(Failure.INVALID_RESPONSE, response.status)
-            failure = classify_status(response.status, failure_statuses)
-            if failure is not None:
-                return await _failed_answer(client, response, failure, max_buffered)
-            if validator is not None:
-                return await _validated(name, response, validator)
-            chunks, complete = await _read_up_to(response, max_buffered)
-            return Answer(response, chunks, complete)
+        response = await client.send(
+            method, target, headers, data, may_resend=may_resend, deadline=deadline_at
+        )
+        if (unsafe := unsafe_header(response.raw_headers)) is not None:
+            # never relayed altered, nor passed through as a last resort: fail over
+            response.close()
+            log.info("%s answered with bytes the proxy does not relay in %s", name, unsafe)
+            return Failed(Failure.INVALID_RESPONSE, response.status)
+        failure = classify_status(response.status, failure_statuses)
+        if failure is not None:
+            return await _failed_answer(client, response, failure, max_buffered)
+        if validator is not None:
+            return await _validated(name, response, validator)
+        chunks, complete = await _read_up_to(response, max_buffered)
+        return Answer(response, chunks, complete)
     except Exception as exc:
         if response is not None:
             response.close()
         if isinstance(exc, TimeoutError):
-            return Failed(Failure.DEADLINE_EXCEEDED)  # the route's deadline ran out
+            return Failed(Failure.DEADLINE_EXCEEDED)
         failure = classify_exception(exc)
         if failure is None:
             raise

@@ -109,6 +109,7 @@ class UpstreamClient:
         data: bytes | AsyncIterable[bytes] | None,
         *,
         may_resend: bool,
+        deadline: float | None = None,
     ) -> UpstreamResponse:
         """One request; its answer's head (the body is read from the answer)."""
         if not any(name == "Host" for name, _ in headers):
@@ -130,6 +131,7 @@ class UpstreamClient:
             read_timeout=self.settings.read_timeout,
             may_resend=may_resend,
             chunked=chunked,
+            deadline=deadline,
         )
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from proxy.upstreams.response import (
     BadAnswer,
     BodyCut,
     ConnectionLost,
+    DeadlineExceeded,
     ReadTimedOut,
     UpstreamError,
     UpstreamResponse,
@@ -63,6 +64,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_timeout = 0.0
+        self.deadline: float | None = None  # the route's, in loop time
+        self._by_deadline = False
         self._timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
@@ -203,13 +206,15 @@ class UpstreamConnection(asyncio.Protocol):
         return head_future
 
     def expect_answer(self, method: str, read_timeout: float) -> asyncio.Future[UpstreamResponse]:
-        """Wait for the answer to a request whose body the caller streams itself."""
+        """Wait for the answer to a request whose body the caller streams itself (only
+        the deadline runs while it is sent: the read timeout starts once it is)."""
         self.uses += 1
         self._method = method
         self._read_timeout = read_timeout
         self._answer_began = False
         self._head = head_future = self.loop.create_future()
         head_future.add_done_callback(_retrieved)
+        self._arm(reading=False)
         return head_future
 
     def write(self, data: bytes) -> None:
@@ -238,10 +243,17 @@ class UpstreamConnection(asyncio.Protocol):
         """The request was not sent whole (answered early): never reuse the connection."""
         self._keep_alive = False
 
-    def _arm(self) -> None:
+    def _arm(self, *, reading: bool = True) -> None:
+        """One timer: the read timeout, or the route's deadline if that comes first."""
         self._cancel_timer()
-        if self._read_timeout > 0:
-            self._timer = self.loop.call_later(self._read_timeout, self._timed_out)
+        timeout = self._read_timeout if reading and self._read_timeout > 0 else None
+        self._by_deadline = False
+        if self.deadline is not None:
+            left = self.deadline - self.loop.time()
+            if timeout is None or left < timeout:
+                timeout, self._by_deadline = max(left, 0.0), True
+        if timeout is not None:
+            self._timer = self.loop.call_later(timeout, self._timed_out)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -250,7 +262,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
-        self._fail(ReadTimedOut("the upstream did not answer within its read timeout"))
+        if self._by_deadline:
+            self._fail(DeadlineExceeded("the route's deadline ran out"))
+        else:
+            self._fail(ReadTimedOut("the upstream did not answer within its read timeout"))
 
     async def wait_read(self, waiter: asyncio.Future[None]) -> None:
         """Wait for more body, within the read timeout (silence between chunks)."""

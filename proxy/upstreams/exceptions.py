@@ -18,11 +18,13 @@ from proxy.upstreams.response import (
     ConnectFailed,
     ConnectionLost,
     ConnectTimedOut,
+    DeadlineExceeded,
     ReadTimedOut,
 )
 
 _OURS: tuple[tuple[type[BaseException], Failure], ...] = (
     (ConnectTimedOut, Failure.CONNECT_TIMEOUT),
+    (DeadlineExceeded, Failure.DEADLINE_EXCEEDED),
     (ReadTimedOut, Failure.READ_TIMEOUT),
     (BodyCut, Failure.BODY_TRUNCATED),
     (BadAnswer, Failure.PROTOCOL_ERROR),

@@ -25,6 +25,7 @@ from proxy.upstreams.response import (
     ConnectFailed,
     ConnectionLost,
     ConnectTimedOut,
+    DeadlineExceeded,
     UpstreamResponse,
     chunk,
 )
@@ -68,7 +69,7 @@ class Pool:
     def idle(self) -> int:
         return len(self._idle)
 
-    async def acquire(self) -> UpstreamConnection:
+    async def acquire(self, deadline: float | None = None) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         while True:
             if self._closed:
@@ -88,7 +89,7 @@ class Pool:
                 conn.abort()
                 self._open.discard(conn)
             if len(self._open) < self.max_connections:
-                return await self._connect(loop)
+                return await self._connect(loop, deadline)
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -101,11 +102,17 @@ class Pool:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, deadline: float | None = None
+    ) -> UpstreamConnection:
         conn = UpstreamConnection(self, loop)
         self._open.add(conn)
+        timeout = self.connect_timeout
+        by_deadline = deadline is not None and deadline - loop.time() < timeout
+        if deadline is not None and by_deadline:
+            timeout = max(deadline - loop.time(), 0.0)
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(timeout):
                 await loop.create_connection(
                     lambda: conn,
                     self.host,
@@ -115,6 +122,8 @@ class Pool:
                 )
         except TimeoutError:
             self.forget(conn)
+            if by_deadline:
+                raise DeadlineExceeded("the route's deadline ran out while connecting") from None
             raise ConnectTimedOut(f"no connection to {self.host}:{self.port} in time") from None
         except ssl.SSLError:
             self.forget(conn)
@@ -177,18 +186,33 @@ class Pool:
         read_timeout: float,
         may_resend: bool,
         chunked: bool = False,
+        deadline: float | None = None,
     ) -> UpstreamResponse:
-        """Send one request and wait for its answer's head."""
-        conn = await self.acquire()
+        """Send one request and wait for its answer's head; ``deadline`` (loop time)
+        bounds the wait for a connection, the connect, and every read."""
+        conn = await self._acquire_by(deadline)
         reused = conn.uses > 0
+        conn.deadline = deadline
         try:
             return await self._send(conn, method, head, body, read_timeout, chunked)
         except ConnectionLost as exc:
             if not (reused and exc.reused and may_resend and not isinstance(body, AsyncIterable)):
                 raise
         # the pooled connection was stale: once more, on a new one
-        conn = await self._connect(asyncio.get_running_loop())
+        conn = await self._connect(asyncio.get_running_loop(), deadline)
+        conn.deadline = deadline
         return await self._send(conn, method, head, body, read_timeout, chunked)
+
+    async def _acquire_by(self, deadline: float | None) -> UpstreamConnection:
+        if deadline is None or (self._idle and not self._waiters):
+            return await self.acquire(deadline)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self.acquire(deadline)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "the route's deadline ran out waiting for a connection"
+            ) from None
 
     async def _send(
         self,

@@ -34,10 +34,8 @@ class _Connection(Protocol):
 
 def request_head(method: str, target: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
     """An upstream request's head (the headers already hold Host and the framing)."""
-    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-    parts.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    lines = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return b"%s %s HTTP/1.1\r\n%s\r\n" % (method.encode("ascii"), target, lines.encode("latin-1"))
 
 
 def chunk(data: bytes) -> bytes:
@@ -65,6 +63,11 @@ class ReadTimedOut(UpstreamError):
     pass
 
 
+class DeadlineExceeded(UpstreamError):
+    """The route's deadline ran out before the answer did (one timer per try, shared
+    with the read timeout: whichever comes first)."""
+
+
 class ConnectionLost(UpstreamError):
     """Closed or reset before a complete answer head; ``reused``: on a pooled connection
     and before any byte of the answer (the request may not have been read)."""
@@ -89,13 +92,15 @@ class UpstreamResponse:
         "_chunks",
         "_conn",
         "_error",
+        "_headers",
         "_queued",
         "_waiter",
         "chunked",
         "complete",
+        "connection_listed",
         "content_length",
-        "headers",
         "method",
+        "pairs",
         "raw_headers",
         "reason",
         "status",
@@ -117,17 +122,34 @@ class UpstreamResponse:
         self.reason = reason
         self.version = version
         self.raw_headers = raw_headers
-        self.headers: CIMultiDict[str] = CIMultiDict(
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers]
-        )
-        length = self.headers.get("Content-Length")
-        self.content_length = int(length) if length is not None and length.isdigit() else None
-        self.chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        # decoded once (latin-1: byte for byte); the multidict only when asked for
+        self.pairs = [
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers
+        ]
+        self._headers: CIMultiDict[str] | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.connection_listed: frozenset[str] = frozenset()
+        for name, value in raw_headers:
+            size = len(name)
+            if size == 14 and name.lower() == b"content-length":
+                self.content_length = int(value) if value.isdigit() else None
+            elif size == 17 and name.lower() == b"transfer-encoding":
+                self.chunked = b"chunked" in value.lower()
+            elif size == 10 and name.lower() == b"connection":
+                listed = value.decode("latin-1").lower().split(",")
+                self.connection_listed |= {token.strip() for token in listed}
         self._chunks: deque[bytes] = deque()
         self._queued = 0
         self._waiter: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
         self.complete = False
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        if self._headers is None:
+            self._headers = CIMultiDict(self.pairs)
+        return self._headers
 
     @property
     def close_delimited(self) -> bool:

@@ -122,8 +122,9 @@ def relay(exchange: Exchange, plan: FailoverPlan, answer: Answer, ended: Ended) 
     last byte is out (or the upstream failed mid-body) for one that streams."""
     runtime, outcome = exchange.runtime, exchange.outcome
     upstream_response = answer.response
+    # Via names the protocol of the message received: the upstream's answer (RFC 9110 7.6.3)
     headers = runtime.forwarding.downstream_pairs(
-        upstream_response.pairs, upstream_response.connection_listed, exchange.version
+        upstream_response.pairs, upstream_response.connection_listed, upstream_response.version
     )
     names = runtime.header_names
     headers.append((names.source, outcome.source))

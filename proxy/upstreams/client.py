@@ -112,8 +112,13 @@ class UpstreamClient:
         deadline: float | None = None,
     ) -> UpstreamResponse:
         """One request; its answer's head (the body is read from the answer)."""
-        if not any(name == "Host" for name, _ in headers):
-            headers.append(("Host", self.host_header))
+        # Host first, as a client sends it (RFC 9112 section 3.2), the client's own
+        # (preserve_host) moved there, else the upstream's
+        at = next((at for at, (name, _) in enumerate(headers) if name == "Host"), -1)
+        if at < 0:
+            headers.insert(0, ("Host", self.host_header))
+        elif at > 0:
+            headers.insert(0, headers.pop(at))
         chunked = False
         if isinstance(data, bytes):
             headers.append(("Content-Length", str(len(data))))

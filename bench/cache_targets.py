@@ -1,18 +1,20 @@
 """The two failover-proxy targets whose every measured answer comes from its cache.
 
-Both use the config of the plain ``failover-proxy`` target (one upstream ``primary``
-with ``max_connections: 100``, one route ``all``) with a ``cache`` added to the route,
-so that their ratios to ``failover-proxy`` show what the cache path costs or saves:
+Each adds a ``cache`` to the route of the config it is compared with, so that its
+ratio shows what the cache path costs or saves:
 
-- ``failover-proxy-stale``: ``cache: {stale_for: 1h}``, and ``primary`` is an upstream
-  of its own (the same kind as the shared one) that serves one ``GET /small`` through
-  the proxy, which stores it, and is then stopped: its port refuses connections, as
-  when every upstream is down. ``primary`` keeps the default circuit breaker, so the
+- ``failover-proxy-stale``: the plain ``failover-proxy`` config (one upstream
+  ``primary`` with ``max_connections: 100``, one route ``all``) with
+  ``cache: {stale_for: 1h}``, and ``primary`` is an upstream of its own (the same kind
+  as the shared one) that serves one ``GET /small`` through the proxy, which stores
+  it, and is then stopped: its port refuses connections, as when every upstream is
+  down. ``primary`` keeps the default circuit breaker, so the
   first five refusals open it and from then on each request skips ``primary`` without
   a connection attempt (``breaker_open``) and is answered from the stale cache.
-- ``failover-proxy-fresh``: ``cache: {stale_for: 1h, fresh_for: 1h}`` in front of the
-  shared upstream; one ``GET /small`` stores the answer, and every later one is a
-  fresh hit served without asking an upstream.
+- ``failover-proxy-fresh``: ``failover-proxy-full``'s config (``full_targets.py``) with
+  ``cache: {stale_for: 1h, fresh_for: 1h}``, in front of the shared upstream; one
+  ``GET /small`` stores the answer, and every later one is a fresh hit served without
+  asking an upstream.
 
 Before any load one request must show that path (``X-Failover-Source: cache`` and the
 ``Cache-Status`` of a stale or a fresh hit, the exact body), and after the runs one
@@ -41,24 +43,11 @@ def failover_proxy_stale_conf(port: int, upstream_port: int) -> str:
     return with_cache(targets.failover_proxy_conf(port, upstream_port), "{stale_for: 1h}")
 
 
-def failover_proxy_fresh_conf(port: int, upstream_port: int) -> str:
-    return with_cache(
-        targets.failover_proxy_conf(port, upstream_port), "{stale_for: 1h, fresh_for: 1h}"
-    )
-
-
 def start_failover_proxy_stale(
     children: Children, name: str, port: int, own_upstream_port: int, cpu: int | None, command: str
 ) -> targets.Proc:
     """The proxy only: its upstream is started, used and stopped by ``ready_stale``."""
     conf = failover_proxy_stale_conf(port, own_upstream_port)
-    return targets.start_failover(children, name, conf, cpu, command)
-
-
-def start_failover_proxy_fresh(
-    children: Children, name: str, port: int, upstream_port: int, cpu: int | None, command: str
-) -> targets.Proc:
-    conf = failover_proxy_fresh_conf(port, upstream_port)
     return targets.start_failover(children, name, conf, cpu, command)
 
 

@@ -15,7 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from procs import pinned
@@ -48,6 +48,10 @@ class LoadResult:
     mib_per_s: float
     errors: int
     non_2xx: int
+    # The server's CPU time over the run (user + system, from /proc; see usage.py) and
+    # that divided by ``requests``; None when not measured (no /proc, the fallback).
+    cpu_s: float | None = None
+    cpu_us_per_request: float | None = None
 
     @property
     def clean(self) -> bool:
@@ -72,7 +76,19 @@ class LoadResult:
             mib_per_s=statistics.median(r.mib_per_s for r in runs),
             errors=sum(r.errors for r in runs),
             non_2xx=sum(r.non_2xx for r in runs),
+            cpu_s=_total([r.cpu_s for r in runs]),
+            cpu_us_per_request=mid([r.cpu_us_per_request for r in runs]),
         )
+
+    def with_cpu(self, cpu_s: float | None) -> LoadResult:
+        """This run with the server's CPU time over it, and per completed request."""
+        if cpu_s is None or self.requests <= 0:
+            return self
+        return replace(self, cpu_s=cpu_s, cpu_us_per_request=cpu_s / self.requests * 1e6)
+
+
+def _total(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
 def wrk_available() -> bool:

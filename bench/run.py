@@ -2,14 +2,18 @@
 
     python bench/run.py [--duration 10] [--quick] [--json OUT] [--check]
 
-For each target (direct to the upstream, failover-proxy, failover-proxy with its first
-upstream's circuit open, failover-proxy answering from its stale cache with its only
-upstream down, failover-proxy answering ``fresh_for`` hits, ``bare_proxy.py``, nginx as
-a reverse proxy) it runs three bounded load runs with wrk (or, without wrk, the clearly
-labelled Python fallback ``loadgen.py``): the ~100-byte ``/small`` at -c 50 (how much a
-core can push) and at -c 1 (what one request pays), and the 1 MiB ``/big`` at -c 4
-(bytes per second; not for the open-breaker and cache targets, which are about the
-per-request path). See bench/README.md for how to read the output.
+For each target (direct to the upstream; failover-proxy with the plain one-upstream
+config; failover-proxy-full, every feature on as a user would configure it, and its
+variants: first upstream's circuit open, ``fresh_for`` hits, access log on, 10, 1,000
+and 10,000 routes; failover-proxy answering from its stale cache with its only upstream
+down; ``bare_proxy.py``; nginx as a reverse proxy) it runs bounded load runs with wrk
+(or, without wrk, the clearly labelled Python fallback ``loadgen.py``): the ~100-byte
+``/small`` at -c 50 (how much a core can push) and at -c 1 (what one request pays), and
+the 1 MiB ``/big`` at -c 4 (bytes per second; not for the open-breaker and cache
+targets, which are about the per-request path; the access-log and many-routes targets
+run -c 50 only). Around every run it reads the server's CPU time from /proc (CPU per
+request), and its RSS after start-up and after the runs (``usage.py``). The targets
+of issue 14 are in ``goals.py``. See bench/README.md for how to read the output.
 
 Where things run, with 2+ CPUs (the machine this was written for has 2):
 
@@ -36,6 +40,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import subprocess
@@ -48,26 +53,29 @@ from types import FrameType
 
 import cache_targets
 import evloop
+import full_targets
 import payloads
 import targets
-from cache_report import PROXY_FRESH, PROXY_STALE, CacheReport, render
+import usage
 from measure import LoadError, LoadResult, run_load, wrk_available, wrk_version
-from procs import HOST, Children, StartError, affinity, free_ports
-from report import (
-    BARE,
+from names import (
     DIRECT,
     NGINX,
+    PER_REQUEST,
     PROXY,
+    PROXY_FRESH,
     PROXY_OPEN,
-    Scenario,
-    TargetResult,
+    PROXY_STALE,
+    ROUTES,
+    TARGETS,
+    THROUGHPUT_ONLY,
 )
+from procs import HOST, Children, StartError, affinity, free_ports
+from report import Report, Scenario, TargetResult, render
 
-# failover-proxy-open right after failover-proxy and the cache targets on either side of
-# that pair: every ratio to failover-proxy compares targets close together in time.
-TARGETS = (DIRECT, PROXY_STALE, PROXY, PROXY_OPEN, PROXY_FRESH, BARE, NGINX)
-# About the per-request path: no 1 MiB run.
-PER_REQUEST = (PROXY_OPEN, PROXY_STALE, PROXY_FRESH)
+# Configured in full_targets.py: failover-proxy-full and its variants (admin listener).
+FULL_FAMILY = tuple(n for n in TARGETS if n.startswith("failover-proxy-")
+                    and n != PROXY_STALE)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,17 +92,27 @@ class Context:
     cpus: CpuPlan
     loadgen: str  # "wrk" or "python"
     upstream_kind: str  # "nginx" or "aiohttp"
+    upstream: subprocess.Popen[bytes]  # the shared upstream: direct's server
     upstream_port: int
     refused_port: int  # nothing listens here: failover-proxy-open's first upstream
     stale_upstream_port: int  # failover-proxy-stale's upstream: up to warm its cache, then down
     ports: dict[str, int]
+    admin_ports: dict[str, int]  # failover-proxy-full and its variants
+    token: str  # their admin token
     scenarios: list[Scenario]
 
     def scenarios_of(self, name: str) -> list[Scenario]:
-        """The open-breaker and cache targets are about the per-request path: no 1 MiB run."""
+        """The open-breaker and cache targets are about the per-request path: no 1 MiB
+        run; the access-log and many-routes targets are compared at -c 50 only."""
+        if name in THROUGHPUT_ONLY:
+            return self.scenarios[:1]
         if name in PER_REQUEST:
             return [s for s in self.scenarios if s.path != payloads.BIG_PATH]
         return self.scenarios
+
+    def path_of(self, name: str, scenario: Scenario) -> str:
+        """The many-routes targets are loaded under their last route."""
+        return full_targets.routes_path(ROUTES[name]) if name in ROUTES else scenario.path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -186,6 +204,10 @@ def describe(
         "runs": f"{args.duration} s each after a {args.warmup} s warm-up per target{rounds}",
         "cpus": f"server under test {_cpu(cpus.server)}, load generator {_cpu(cpus.load)}, "
         f"upstream {_cpu(cpus.upstream)}",
+        "cpu per request": "the server's user+system time (its process group, /proc) over "
+        "each run / requests completed"
+        if usage.available()
+        else "not measured (no /proc)",
         "python": f"{platform.python_version()}, {evloop.loop_name()} ({sys.executable})",
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
@@ -214,17 +236,14 @@ def start_target(ctx: Context, name: str) -> subprocess.Popen[bytes]:
     port, up, cpu = ctx.ports[name], ctx.upstream_port, ctx.cpus.server
     if name == PROXY:
         return targets.start_failover_proxy(ctx.children, port, up, cpu, ctx.args.proxy_cmd)
-    if name == PROXY_OPEN:
-        return targets.start_failover_proxy_open(
-            ctx.children, port, up, ctx.refused_port, cpu, ctx.args.proxy_cmd
+    if name in FULL_FAMILY:
+        conf = full_targets.conf_for(
+            name, port, up, ctx.admin_ports[name], ctx.refused_port, ROUTES.get(name, 0)
         )
+        return full_targets.start(ctx.children, name, conf, cpu, ctx.args.proxy_cmd, ctx.token)
     if name == PROXY_STALE:
         return cache_targets.start_failover_proxy_stale(
             ctx.children, name, port, ctx.stale_upstream_port, cpu, ctx.args.proxy_cmd
-        )
-    if name == PROXY_FRESH:
-        return cache_targets.start_failover_proxy_fresh(
-            ctx.children, name, port, up, cpu, ctx.args.proxy_cmd
         )
     if name == NGINX:
         return targets.start_nginx_proxy(ctx.children, port, up, cpu)
@@ -234,15 +253,16 @@ def start_target(ctx: Context, name: str) -> subprocess.Popen[bytes]:
 def ready_target(ctx: Context, name: str, proc: subprocess.Popen[bytes], port: int) -> None:
     """Serving correctly, and on the path the target is meant to measure, before any load."""
     children, timeout = ctx.children, ctx.args.start_timeout
-    if name == PROXY_OPEN:  # the first requests open the circuit and check it
-        targets.ready_open(children, name, proc, port, timeout)
+    if name in FULL_FAMILY:  # open: the first requests open the circuit; fresh: store /small
+        full_targets.ready(
+            children, name, proc, port, ctx.admin_ports[name], ctx.token, timeout,
+            ROUTES.get(name, 0),
+        )  # fmt: skip
     elif name == PROXY_STALE:  # its upstream serves one request and stops
         cache_targets.ready_stale(
             children, name, proc, port, ctx.upstream_kind, ctx.stale_upstream_port,
             ctx.cpus.upstream, timeout,
         )  # fmt: skip
-    elif name == PROXY_FRESH:  # one request stores the answer
-        cache_targets.ready_fresh(children, name, proc, port, timeout)
     else:
         targets.ready(children, name, proc, port, timeout)
 
@@ -258,25 +278,39 @@ def still_on_path(ctx: Context, name: str, port: int) -> None:
         cache_targets.expect_answer(port, "cache", cache_targets.FRESH_HIT, timeout, which)
 
 
-def load(ctx: Context, port: int, scenario: Scenario, duration: int) -> LoadResult:
-    url = f"http://{HOST}:{port}{scenario.path}"
-    return run_load(ctx.loadgen, url, scenario.connections, duration, ctx.cpus.load)
+def load(
+    ctx: Context, name: str, port: int, scenario: Scenario, duration: int, server: int | None
+) -> LoadResult:
+    """One run; with ``server`` (its process group), the server's CPU time over it."""
+    url = f"http://{HOST}:{port}{ctx.path_of(name, scenario)}"
+    before = usage.group_usage(server) if server is not None else None
+    run = run_load(ctx.loadgen, url, scenario.connections, duration, ctx.cpus.load)
+    after = usage.group_usage(server) if server is not None else None
+    return run.with_cpu(after.cpu_s - before.cpu_s if before and after else None)
+
+
+def rss(server: int) -> int | None:
+    found = usage.group_usage(server)
+    return found.rss_bytes if found else None
 
 
 def measure_target(ctx: Context, result: TargetResult) -> None:
     """One round for one target: start it, warm it up, run every scenario, stop it."""
     name, proc = result.name, None
     try:
-        port = ctx.upstream_port
+        port, server = ctx.upstream_port, ctx.upstream.pid  # direct: the upstream's CPU
         if name != DIRECT:
             port, proc = ctx.ports[name], start_target(ctx, name)
             ready_target(ctx, name, proc, port)
-            result.affinity = affinity(proc.pid)
+            result.affinity, server = affinity(proc.pid), proc.pid
+            _append(result.rss_idle, rss(server))
         if ctx.args.warmup:
-            load(ctx, port, ctx.scenarios[0], ctx.args.warmup)
+            load(ctx, name, port, ctx.scenarios[0], ctx.args.warmup, None)
         for scenario in ctx.scenarios_of(name):
             progress(f"{name}: {scenario.label} for {ctx.args.duration} s")
-            result.add(scenario, load(ctx, port, scenario, ctx.args.duration))
+            result.add(scenario, load(ctx, name, port, scenario, ctx.args.duration, server))
+        if proc is not None:
+            _append(result.rss_loaded, rss(server))
         still_on_path(ctx, name, port)
     except (StartError, LoadError) as exc:
         result.status, result.error = "failed", str(exc)
@@ -286,24 +320,33 @@ def measure_target(ctx: Context, result: TargetResult) -> None:
             ctx.children.stop(proc)
 
 
+def _append(values: list[int], value: int | None) -> None:
+    if value is not None:
+        values.append(value)
+
+
 def progress(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
-def benchmark(args: argparse.Namespace, children: Children) -> CacheReport:
+def benchmark(args: argparse.Namespace, children: Children) -> Report:
     cpus = plan_cpus(args.no_pin)
     loadgen = choose(args.loadgen, "wrk", wrk_available(), "python")
     upstream_kind = choose(args.upstream, "nginx", shutil.which("nginx") is not None, "aiohttp")
     summary = describe(args, cpus, loadgen, upstream_kind)
     meta = machine_meta(args, cpus, loadgen, upstream_kind)
-    upstream_port, refused_port, stale_upstream_port, *ports = free_ports(3 + len(TARGETS))
-    ctx = Context(
-        args, children, cpus, loadgen, upstream_kind, upstream_port, refused_port,
-        stale_upstream_port, dict(zip(TARGETS, ports, strict=True)), scenarios_for(args),
-    )  # fmt: skip
+    upstream_port, refused_port, stale_upstream_port, *ports = free_ports(
+        3 + len(TARGETS) + len(FULL_FAMILY)
+    )
     progress(f"starting upstream ({upstream_kind}) on port {upstream_port}")
     upstream = targets.start_upstream(children, upstream_kind, upstream_port, cpus.upstream)
     targets.ready(children, "upstream", upstream, upstream_port, args.start_timeout)
+    ctx = Context(
+        args, children, cpus, loadgen, upstream_kind, upstream, upstream_port, refused_port,
+        stale_upstream_port, dict(zip(TARGETS, ports[: len(TARGETS)], strict=True)),
+        dict(zip(FULL_FAMILY, ports[len(TARGETS):], strict=True)), secrets.token_hex(16),
+        scenarios_for(args),
+    )  # fmt: skip
     pinned: dict[str, list[int] | None] = {"upstream": affinity(upstream.pid)}
     results = {name: TargetResult(name) for name in args.targets}
     if NGINX in results and not shutil.which("nginx"):
@@ -316,13 +359,13 @@ def benchmark(args: argparse.Namespace, children: Children) -> CacheReport:
                 measure_target(ctx, result)
     pinned.update({n: r.affinity for n, r in results.items() if r.affinity})
     meta["affinity"] = pinned
-    return CacheReport(summary, meta, ctx.scenarios, results)
+    return Report(summary, meta, ctx.scenarios, results)
 
 
-def exit_code(report: CacheReport, check: bool) -> int:
+def exit_code(report: Report, check: bool) -> int:
     if any(t.status == "failed" for t in report.targets.values()):
         return 2
-    if check and any(passed is False for _, _, passed in report.checks()):
+    if check and any(c.passed is False for c in report.checks()):
         return 1
     return 0
 

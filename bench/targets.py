@@ -10,12 +10,10 @@ writes (pid, temp dirs) under its own prefix inside the temp directory, errors t
 stderr (our log file), and no access log. Its keep-alive request caps are raised so
 that neither wrk nor a proxy's upstream pool reconnects every 1000 requests.
 
-``failover-proxy-open`` is failover-proxy with a first upstream that refuses (a loopback
-port nobody listens on) and whose circuit opens on the first failure and stays open for
-an hour, then the same fast upstream as everyone else. Before any load one request
-opens the circuit and a second must show the first upstream skipped (``breaker_open``)
-and the answer served by the second; after its runs it must still be so. Every request
-in between pays for the open-breaker path: the skip, a failover, a ``Proxy-Status``.
+The nginx upstream also answers ``/rNNNNN/small`` with ``/small`` (an internal
+rewrite), for the many-routes targets, whose matching route is ``/rNNNNN/``.
+``failover-proxy-full`` and its variants (open breaker, fresh hits, access log, many
+routes) are configured in ``full_targets.py``.
 """
 
 from __future__ import annotations
@@ -63,6 +61,8 @@ def nginx_upstream_conf(prefix: Path, port: int, www: Path) -> str:
         f"        location = {payloads.SMALL_PATH} "
         f"{{ default_type {payloads.SMALL_CONTENT_TYPE}; }}\n"
         f"        location = {payloads.BIG_PATH} {{ default_type {payloads.BIG_CONTENT_TYPE}; }}\n"
+        f"        location ~ ^/r[0-9]+{payloads.SMALL_PATH}$ "
+        f"{{ rewrite ^ {payloads.SMALL_PATH} last; }}\n"
         "    }\n",
     )
 
@@ -99,22 +99,6 @@ def failover_proxy_conf(port: int, upstream_port: int) -> str:
     )
 
 
-def failover_proxy_open_conf(port: int, upstream_port: int, refused_port: int) -> str:
-    """``primary`` refuses and is held out by its breaker after one failure, for an hour;
-    ``secondary`` is the upstream of ``failover_proxy_conf`` with the same pool."""
-    return (
-        f"listen: {{host: {HOST}, port: {port}}}\n"
-        f"{NO_ACCESS_LOG}"
-        "upstreams:\n  primary:\n"
-        f"    url: http://{HOST}:{refused_port}\n"
-        "    circuit_breaker: {consecutive_failures: 1, open_for: 1h, max_open_for: 1h}\n"
-        "  secondary:\n"
-        f"    url: http://{HOST}:{upstream_port}\n    max_connections: 100\n"
-        "routes:\n  - name: all\n    match: {path_prefix: /}\n"
-        "    upstreams: [primary, secondary]\n"
-    )
-
-
 def start_nginx(
     children: Children, name: str, conf_text: str, prefix: Path, cpu: int | None
 ) -> Proc:
@@ -128,16 +112,6 @@ def start_nginx(
 def ready(children: Children, name: str, proc: Proc, port: int, timeout: float) -> None:
     """Accepting connections and serving both bodies byte for byte."""
     wait_for_port(proc, port, timeout, children.log_path(name))
-    expect_body(port, payloads.SMALL_PATH, payloads.SMALL_BODY, timeout)
-    expect_body(port, payloads.BIG_PATH, payloads.BIG_BODY, timeout)
-
-
-def ready_open(children: Children, name: str, proc: Proc, port: int, timeout: float) -> None:
-    """For ``failover-proxy-open``: the very first request opens the circuit, the second
-    finds it open; then both bodies, byte for byte, as ``ready`` checks."""
-    wait_for_port(proc, port, timeout, children.log_path(name))
-    expect_failover(port, "connection_refused", timeout, "first request")
-    expect_failover(port, "breaker_open", timeout, "second request")
     expect_body(port, payloads.SMALL_PATH, payloads.SMALL_BODY, timeout)
     expect_body(port, payloads.BIG_PATH, payloads.BIG_BODY, timeout)
 
@@ -191,19 +165,6 @@ def start_failover_proxy(
     ``wrapper`` goes in front of it (``instructions.py`` puts valgrind there)."""
     conf = failover_proxy_conf(port, upstream_port)
     return start_failover(children, "failover-proxy", conf, cpu, command, wrapper)
-
-
-def start_failover_proxy_open(
-    children: Children,
-    port: int,
-    upstream_port: int,
-    refused_port: int,
-    cpu: int | None,
-    command: str,
-) -> Proc:
-    """failover-proxy with ``failover_proxy_open_conf``; check it with ``ready_open``."""
-    conf = failover_proxy_open_conf(port, upstream_port, refused_port)
-    return start_failover(children, "failover-proxy-open", conf, cpu, command)
 
 
 def start_failover(

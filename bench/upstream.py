@@ -1,4 +1,5 @@
-"""Fallback benchmark upstream: aiohttp serving ``/small`` and ``/big``.
+"""Fallback benchmark upstream: aiohttp serving ``/small`` and ``/big``
+(and ``/rNNNNN/small`` as ``/small``, for the many-routes targets).
 
 ``run.py`` prefers nginx as the upstream because a benchmark of a proxy needs an
 upstream that is never the bottleneck. When nginx is not installed this server stands
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 
 import evloop
 import payloads
@@ -25,8 +27,13 @@ _ROUTES = {
 }
 
 
+# The many-routes targets' path: /rNNNNN/small is /small.
+_UNDER_ROUTE = re.compile(r"^/r[0-9]+(/.*)$")
+
+
 async def handle(request: web.BaseRequest) -> web.Response:
-    found = _ROUTES.get(request.path)
+    under = _UNDER_ROUTE.match(request.path)
+    found = _ROUTES.get(under[1] if under else request.path)
     if found is None:
         return web.Response(status=404, text="not found\n")
     body, content_type = found

@@ -76,7 +76,12 @@ class ClientConnection(asyncio.Protocol):
         self._in_body = False
         self._body: RequestBody | None = None
         self._queue: deque[IncomingRequest] = deque()
+        # one task per connection, started with its first request, waiting between
+        # requests (not a task per request); ``busy`` while a request is answered
         self._task: asyncio.Task[None] | None = None
+        self._next: asyncio.Future[None] | None = None
+        self.busy = False
+        self._refusal: tuple[int, str] | None = None  # to answer once the queue is served
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -137,8 +142,9 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(400, "the request is malformed")
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its request still reads the answer.
-        return bool(self._task is not None or self._queue)
+        """The client closed its side: it is gone (as nginx takes it by default), and
+        the request being answered is cancelled with its upstream call."""
+        return False
 
     # llhttp callbacks
     def on_message_begin(self) -> None:
@@ -197,6 +203,8 @@ class ClientConnection(asyncio.Protocol):
         self.listener.requests += 1
         if self._task is None:
             self._task = self.loop.create_task(self._serve())
+        elif self._next is not None and not self._next.done():
+            self._next.set_result(None)
 
     def on_body(self, body: bytes) -> None:
         if self._body is not None:
@@ -239,7 +247,16 @@ class ClientConnection(asyncio.Protocol):
     # answering
     async def _serve(self) -> None:
         try:
-            while self._queue and not self.closed:
+            while not self.closed:
+                if not self._queue:
+                    self.busy = False
+                    if self._refusal is not None:
+                        self._refuse(*self._refusal)
+                        return
+                    self._next = self.loop.create_future()
+                    await self._next
+                    continue
+                self.busy = True
                 request = self._queue[0]
                 try:
                     reply = await self.listener.handler(request)
@@ -260,13 +277,13 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
         finally:
-            self._task = None
+            self.busy = False
 
     async def _send(self, request: IncomingRequest, reply: Reply) -> bool:
         """Write the answer; whether the connection may carry another request."""
         body = request.body
         unread = body is not None and not body.complete
-        keep = request.keep_alive and not reply.close and not unread and not self._stop_parsing
+        keep = request.keep_alive and not reply.close and not unread
         head_only = request.method == "HEAD"
         head, chunked = response_head(
             reply, version=request.version, head_only=head_only, keep_alive=keep
@@ -329,8 +346,8 @@ class ClientConnection(asyncio.Protocol):
         if body is not None and not body.complete:
             body.fail(Refused(status, message))
             return
-        if self._task is not None:
-            self._close_when_served(status, message)
+        if self.busy or self._queue:
+            self._refusal = (status, message)  # after the requests before it
             return
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
@@ -343,19 +360,14 @@ class ClientConnection(asyncio.Protocol):
         if transport.can_write_eof():
             transport.write_eof()
 
-    def _close_when_served(self, status: int, message: str) -> None:
-        task = self._task
-        if task is None:
-            self._refuse(status, message)
-            return
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
-        def after(_: asyncio.Task[None]) -> None:
-            transport = self.transport
-            if not self.closed and transport is not None and not transport.is_closing():
-                self._task = None
-                self._refuse(status, message)
-
-        task.add_done_callback(after)
+    def cancel(self) -> None:
+        """Stop answering (shutdown): the request being answered is cancelled."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

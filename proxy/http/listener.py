@@ -60,7 +60,7 @@ class Listener:
     @property
     def busy(self) -> int:
         """Connections with a request being answered or waiting."""
-        return sum(1 for conn in self.connections if conn._task is not None or conn._queue)
+        return sum(1 for conn in self.connections if conn.busy or conn.queued)
 
     async def close(self, grace: float) -> None:
         """Stop accepting; close idle connections now and busy ones after ``grace``."""
@@ -70,8 +70,7 @@ class Listener:
         while self.busy and loop.time() < until:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
-            if conn._task is not None:
-                conn._task.cancel()
+            conn.cancel()
             if conn.transport is not None:
                 conn.transport.close()
         if self._sweeper is not None:

@@ -142,7 +142,15 @@ def _without_our_members(value: str) -> str:
 class ForwardingRules:
     """The ``headers:`` block, compiled once per config; one pass over the headers each way."""
 
-    __slots__ = ("_drop_down", "_drop_up", "_forwarded", "_own", "_status_lists", "_via")
+    __slots__ = (
+        "_drop_down",
+        "_drop_up",
+        "_forwarded",
+        "_own",
+        "_own_and_age",
+        "_status_lists",
+        "_via",
+    )
 
     def __init__(
         self,
@@ -157,6 +165,7 @@ class ForwardingRules:
         self._via = via  # pseudonym for Via; "" adds none and leaves Via alone
         self._forwarded = forwarded
         self._own = frozenset(name.lower() for name in own)
+        self._own_and_age = self._own | {"age"}
         self._status_lists = frozenset({"cache-status", "proxy-status", proxy_status.lower()})
         rewritten = {"via"} if via else set()
         self._drop_down = _NOT_FORWARDED_DOWN | rewritten | self._own
@@ -256,9 +265,11 @@ class ForwardingRules:
         return headers
 
     def from_store(self, stored: Iterable[tuple[str, str]]) -> HeaderList:
-        """A stored answer's headers as served: checked again, since the entry may
-        predate this config's header names (a reload) or this version (the disk cache)."""
-        own, status_lists = self._own, self._status_lists
+        """A stored answer's headers as served, without our source and health names and
+        without ``Age`` (the caller adds the copy's own): checked again, since the entry
+        may predate this config's header names (a reload) or this version (the disk
+        cache)."""
+        own, status_lists = self._own_and_age, self._status_lists
         headers: HeaderList = []
         for name, value in stored:
             lower = name.lower()

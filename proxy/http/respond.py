@@ -42,9 +42,7 @@ Ended = Callable[["Ending | Failure"], None]
 
 def cached_response(request_method: str, runtime: Runtime, entry: Entry, age: float) -> Reply:
     """A stored answer, with ``Age`` (RFC 9111 5.1)."""
-    headers = [
-        pair for pair in runtime.forwarding.from_store(entry.headers) if pair[0].lower() != "age"
-    ]
+    headers = runtime.forwarding.from_store(entry.headers)
     headers.append(("Age", str(int(age))))
     if request_method == "HEAD":
         length = str(len(entry.body)) if entry.body else None
@@ -52,13 +50,14 @@ def cached_response(request_method: str, runtime: Runtime, entry: Entry, age: fl
     return Reply(entry.status, headers, entry.body, reason=entry.reason)
 
 
-def stamp(runtime: Runtime, reply: Reply, outcome: Outcome) -> None:
+def stamp(runtime: Runtime, reply: Reply, outcome: Outcome, *, clean: bool = False) -> None:
     """The outcome's headers on an answer: our source and health replace any of those
-    names, our ``Cache-Status`` member goes after other caches' (RFC 9211 section 2)."""
+    names (``clean``: the headers hold none, as a stored copy's do), our
+    ``Cache-Status`` member goes after other caches' (RFC 9211 section 2)."""
     names = runtime.header_names
     own = (names.source.lower(), names.health.lower())
     headers = reply.headers
-    if any(name.lower() in own for name, _ in headers):
+    if not clean and any(name.lower() in own for name, _ in headers):
         headers[:] = [(name, value) for name, value in headers if name.lower() not in own]
     headers.append((names.source, outcome.source))
     headers.append((names.health, outcome.health))
@@ -70,7 +69,7 @@ def fresh_hit(exchange: Exchange, entry: Entry, age: float) -> Reply:
     """A stored answer served without asking an upstream (fresh, shared with a leader's
     call, or refreshed behind), as the cache recorded in ``exchange.outcome``."""
     reply = cached_response(exchange.method, exchange.runtime, entry, age)
-    stamp(exchange.runtime, reply, exchange.outcome)
+    stamp(exchange.runtime, reply, exchange.outcome, clean=True)
     return reply
 
 

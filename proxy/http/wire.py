@@ -85,9 +85,10 @@ def response_head(
     chunked. Framing follows RFC 9112 section 6: no body for 1xx/204/304 or HEAD."""
     status = reply.status
     reason = reply.reason if reply.reason is not None else reason_for(status)
-    headers = reply.headers
-    parts = [f"HTTP/1.1 {status} {reason}\r\n", *[f"{n}: {v}\r\n" for n, v in headers]]
-    if not any(len(name) == 4 and name.lower() == "date" for name, _ in headers):
+    fields = "".join([f"{name}: {value}\r\n" for name, value in reply.headers])
+    parts = [f"HTTP/1.1 {status} {reason}\r\n", fields]
+    # a field value holds no CR or LF, so a line start is a field name's start
+    if fields[:5].lower() != "date:" and "\ndate:" not in fields.lower():
         parts.append(DATE.line)
     chunked = False
     if not (status < 200 or status in (204, 304)):

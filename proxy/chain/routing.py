@@ -137,19 +137,175 @@ def _host_matches(pattern: str, host: str) -> bool:
 RouteT = TypeVar("RouteT")
 
 
+@dataclass(frozen=True, slots=True)
+class _RouteIndex:
+    """Where a request's first route can be, by position in file order.
+
+    ``exact`` and ``prefixes`` hold the positions of the ``path`` and ``path_prefix``
+    routes under their literal path; ``always`` the rest (regex, method, host and header
+    rules only), which every request must try. ``stop`` is the first route with no rule at
+    all: it matches every request, so no later route is indexed and it answers when nothing
+    before it does (``len(matchers)`` when there is none). ``probes`` are the lengths the
+    prefixes come in, each with the lowest position of a prefix that long, ordered by that
+    position: once a route is found, lengths whose routes all come after it are not
+    probed. ``plain`` says, by position, that the route's literal path is its only rule, so
+    being found under it is a match. Every tuple of positions is in file order.
+    """
+
+    exact: dict[str, tuple[int, ...]]
+    prefixes: dict[str, tuple[int, ...]]
+    probes: tuple[tuple[int, int], ...]  # (lowest position, length), by position
+    always: tuple[int, ...]
+    stop: int
+    plain: tuple[bool, ...]
+
+    @classmethod
+    def build(cls, matchers: Sequence[RouteMatcher]) -> _RouteIndex:
+        exact: dict[str, list[int]] = {}
+        prefixes: dict[str, list[int]] = {}
+        lowest: dict[int, int] = {}  # prefix length -> lowest position
+        always: list[int] = []
+        stop = len(matchers)
+        for position, matcher in enumerate(matchers):
+            if matcher.path is not None:
+                exact.setdefault(matcher.path, []).append(position)
+            elif matcher.path_prefix is not None:
+                prefixes.setdefault(matcher.path_prefix, []).append(position)
+                lowest.setdefault(len(matcher.path_prefix), position)
+            elif _no_rule(matcher):
+                stop = position
+                break
+            else:
+                always.append(position)
+        plain = tuple(_only_a_literal_path(matcher) for matcher in matchers[:stop])
+        return cls(
+            exact={path: _until_plain(found, plain) for path, found in exact.items()},
+            prefixes={prefix: _until_plain(found, plain) for prefix, found in prefixes.items()},
+            probes=tuple(sorted((position, length) for length, position in lowest.items())),
+            always=tuple(always),
+            stop=stop,
+            plain=plain,
+        )
+
+
+def _until_plain(positions: list[int], plain: tuple[bool, ...]) -> tuple[int, ...]:
+    """``positions`` up to the first plain route: found under the same literal, it matches
+    whenever a later one would."""
+    for end, position in enumerate(positions):
+        if plain[position]:
+            return tuple(positions[: end + 1])
+    return tuple(positions)
+
+
+def _no_rule(matcher: RouteMatcher) -> bool:
+    return (
+        matcher.path is None
+        and matcher.path_prefix is None
+        and matcher.path_regex is None
+        and _only_a_literal_path(matcher)
+    )
+
+
+def _only_a_literal_path(matcher: RouteMatcher) -> bool:
+    """No rule but ``path`` or ``path_prefix`` (one of them at most)."""
+    return (
+        (matcher.path is None or matcher.path_prefix is None)
+        and matcher.path_regex is None
+        and matcher.methods is None
+        and matcher.host is None
+        and not matcher.headers
+    )
+
+
 class Router(Generic[RouteT]):
     """First match wins, in file order (docs/configuration.md, "What happens to a request",
-    step 1)."""
+    step 1).
 
-    def __init__(self, entries: Sequence[tuple[RouteMatcher, RouteT]]) -> None:
+    Not a scan: exact paths and literal prefixes are looked up (a prefix matches by
+    characters, as ``str.startswith`` does, so the path is probed at each length some
+    prefix has), the other routes are tried where they stand, and the lowest position whose
+    whole rule holds wins: the route a scan in file order would find. The index is built
+    once per config (:class:`_RouteIndex`); a reorder keeps it.
+    """
+
+    __slots__ = (
+        "_always",
+        "_before_others",
+        "_entries",
+        "_exact",
+        "_index",
+        "_matchers",
+        "_plain",
+        "_prefixes",
+        "_probes",
+        "_routes",
+        "_stop",
+    )
+
+    def __init__(
+        self, entries: Sequence[tuple[RouteMatcher, RouteT]], *, _index: _RouteIndex | None = None
+    ) -> None:
         self._entries = tuple(entries)
+        self._matchers = tuple(matcher for matcher, _ in self._entries)
+        # one more slot, None, at ``len(entries)``: the answer when no route matches
+        self._routes: tuple[RouteT | None, ...] = (*(route for _, route in self._entries), None)
+        index = _index if _index is not None else _RouteIndex.build(self._matchers)
+        self._index = index
+        # the index's parts as the router's own, one attribute load each in find()
+        self._exact = index.exact
+        self._prefixes = index.prefixes
+        self._probes = index.probes
+        self._always = index.always
+        self._stop = index.stop
+        self._plain = index.plain
+        # an exact route found before every prefix and "always" route is the answer
+        self._before_others = min(
+            (probes[0][0] if (probes := index.probes) else index.stop),
+            (index.always[0] if index.always else index.stop),
+        )
 
     def replacing(self, old: RouteT, new: RouteT) -> Router[RouteT]:
         """The same router with ``old`` swapped for ``new`` (an operator's reorder)."""
-        return Router([(m, new if r is old else r) for m, r in self._entries])
+        return Router([(m, new if r is old else r) for m, r in self._entries], _index=self._index)
 
     def find(self, method: str, path: str, host: str, headers: Mapping[str, str]) -> RouteT | None:
-        for matcher, route in self._entries:
-            if matcher.matches(method, path, host, headers):
-                return route
-        return None
+        best = self._stop  # every position in the index is below it
+        if self._exact:
+            found = self._exact.get(path)
+            if found is not None:
+                plain = self._plain
+                matchers = self._matchers
+                for position in found:
+                    if plain[position] or matchers[position].matches(method, path, host, headers):
+                        if position < self._before_others:
+                            return self._routes[position]
+                        best = position
+                        break
+        probes = self._probes
+        if probes and probes[0][0] < best:
+            prefixes = self._prefixes
+            size = len(path)
+            for lowest, length in probes:
+                if lowest >= best:
+                    break
+                if length <= size:
+                    found = prefixes.get(path[:length])
+                    if found is not None:
+                        for position in found:
+                            if position >= best:
+                                break
+                            if self._plain[position] or self._matchers[position].matches(
+                                method, path, host, headers
+                            ):
+                                best = position
+                                break
+        always = self._always
+        if always and always[0] < best:
+            matchers = self._matchers
+            for position in always:
+                if position >= best:
+                    break
+                if matchers[position].matches(method, path, host, headers):
+                    best = position
+                    break
+        return self._routes[best]

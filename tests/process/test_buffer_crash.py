@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from proxy.ops.admin import TOKEN_ENV
-from tests.conftest import LOOPBACK, free_port, route
+from tests.conftest import LOOPBACK, route
 from tests.procs import ProxyProcess
 from tests.procs import spawn as spawn_process
 
@@ -67,6 +68,24 @@ class Ledger:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+
+def stable_port() -> int:
+    """A free loopback port below the kernel's ephemeral range: the ledger stops and
+    starts again on it many times, and while it is down a listener started on port 0
+    (a proxy's own, or its admin listener) must not be handed the same port, or a replay
+    would reach the proxy instead of the ledger."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, min(low, 32768))
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass
@@ -158,7 +177,7 @@ async def drained(session: aiohttp.ClientSession, proxy: ProxyProcess, timeout: 
 
 async def test_acknowledged_writes_arrive_exactly_once_across_sigkills(spawn, tmp_path: Path):
     rng = random.Random(SEED)
-    ledger = Ledger(free_port())
+    ledger = Ledger(stable_port())
     config = crash_config(ledger.port, tmp_path / "buffer")
     sent: list[Sent] = []
     kills = 0
@@ -202,6 +221,12 @@ async def test_acknowledged_writes_arrive_exactly_once_across_sigkills(spawn, tm
             final = await spawn(config)
             await final.wait_listening(admin=True)
             status = await drained(session, final, timeout=20.0)
+            dead_letters: Any = None
+            if status["dead_letters"]:  # what answered them, for the failure message
+                admin = f"http://{LOOPBACK}:{final.admin_port}/admin/buffer?limit=5"
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                async with session.get(admin, headers=auth) as response:
+                    dead_letters = (await response.json()).get("dead")
             logs.append(bytes(final.log))
     finally:
         await ledger.stop()
@@ -220,7 +245,7 @@ async def test_acknowledged_writes_arrive_exactly_once_across_sigkills(spawn, tm
         f"ledger arrivals={len(ledger.arrivals)} "
         f"duplicates={sum(ledger.duplicates.values())}"
     )
-    assert status["dead_letters"] == 0, status
+    assert status["dead_letters"] == 0, (status, dead_letters)
     assert not other, [(w.body, w.status) for w in other]
     assert len(acknowledged) > 100  # the rounds did exercise the buffer
 

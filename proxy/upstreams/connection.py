@@ -192,12 +192,7 @@ class UpstreamConnection(asyncio.Protocol):
     ) -> asyncio.Future[UpstreamResponse]:
         """Write the request (head and a body held whole) and return the answer's head."""
         assert self.transport is not None
-        self.uses += 1
-        self._method = method
-        self._read_timeout = read_timeout
-        self._answer_began = False
-        self._head = head_future = self.loop.create_future()
-        head_future.add_done_callback(_retrieved)
+        head_future = self.expect_answer(method, read_timeout)
         if body:
             self.transport.writelines([head, body])
         else:

@@ -149,18 +149,27 @@ class ProxyApp:
         if buffer is not None:
             idempotency_header = buffer.settings.idempotency_header
             buffer.start(Replay(self.live, self.handler.walk, idempotency_header))
-        # Everything built so far (modules, the config schema, the runtime) lives as long as
-        # the process: take it out of the cyclic GC's sight, so that full collections under
-        # load only walk what requests allocate (at -c 50 this cut CPU per request by ~25%).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(GC_THRESHOLD)
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info("listening on %s:%s (event loop: %s)", config.listen.host, self.port, loop_name)
         await self._start_admin(config)
         if self.reloader is not None:
             await self.reloader.start()
+        self._freeze()
         self.ops.ready = True
+
+    def _freeze(self) -> None:
+        """Everything built by now (modules, the config schema, the runtime, the admin
+        listener's aiohttp application, the health checks' sessions) lives as long as
+        the process: take it out of the cyclic GC's sight, so that collections under load
+        only walk what requests allocate. Done last: objects made after the freeze are
+        walked by every full collection (an admin listener started after it cost 22 us
+        per proxied request, measured with wrk -c 50)."""
+        for client in self.live.current.clients.values():
+            if client.settings.health_check is not None:
+                _ = client.session  # the checks' aiohttp session, made now rather than later
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD)
 
     async def _start_admin(self, config: Config) -> None:
         """The admin listener, only with a token: without one it does not start."""

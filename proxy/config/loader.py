@@ -26,6 +26,13 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from proxy.config.schema import Config, reference_errors
+from proxy.config.yaml_reading import (
+    SLOW,
+    NotAllowed,
+    StrictLoader,
+    fast_parse,
+    return_freed_memory,
+)
 
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -69,26 +76,8 @@ def format_path(path: ConfigPath) -> str:
     return text
 
 
-class _NotAllowed(yaml.MarkedYAMLError):
-    """Valid YAML this loader refuses (anchors, aliases): reported like duplicate keys,
-    by line, not as a syntax error."""
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader whose composer refuses anchors and aliases."""
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise _NotAllowed(
-                problem="anchors and aliases (&name, *name) are not allowed in this file",
-                problem_mark=event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-
 def _to_python(
-    loader: _StrictLoader, node: yaml.Node, path: ConfigPath, lines: dict[ConfigPath, int]
+    loader: StrictLoader, node: yaml.Node, path: ConfigPath, lines: dict[ConfigPath, int]
 ) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -117,13 +106,13 @@ def parse_yaml(text: str) -> tuple[Any, dict[ConfigPath, int]]:
     """The document as plain Python values plus the line of every path in it."""
     lines: dict[ConfigPath, int] = {}
     try:
-        loader = _StrictLoader(text)  # its reader refuses unprintable characters at once
+        loader = StrictLoader(text)  # its reader refuses unprintable characters at once
     except yaml.reader.ReaderError as exc:
         raise ConfigError("", [_unprintable(text, exc)]) from None
     try:
         try:
             node = loader.get_single_node()
-        except _NotAllowed as exc:
+        except NotAllowed as exc:
             mark = exc.problem_mark
             line = mark.line + 1 if mark else None
             raise ConfigError("", [Problem((), line, f"YAML: {exc.problem}")]) from None
@@ -257,21 +246,46 @@ def load_text(text: str, *, source: str = "<config>", base: Path | None = None) 
     """Validate ``text`` completely; file paths in it are relative to ``base``."""
     if len(text.encode()) > MAX_CONFIG_BYTES:
         raise ConfigError(source, [Problem((), None, f"larger than {MAX_CONFIG_BYTES} bytes")])
-    try:
-        data, lines = parse_yaml(text)
-    except ConfigError as exc:
-        raise ConfigError(source, exc.problems) from None
+    # The fast parse keeps no lines; only a file with a problem is parsed again, with them.
+    data = fast_parse(text)
+    if data is SLOW:
+        data, _ = _careful_parse(text, source)
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem((), 1, "the file must be a mapping of keys")])
+    errors: ValidationError | None = None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, list(_schema_problems(exc, lines))) from None
-    problems = [Problem(path, _line_of(path, lines), msg) for path, msg in reference_errors(config)]
-    problems += _file_problems(config, base or Path.cwd(), lines)
-    if problems:
-        raise ConfigError(source, problems)
+        errors = exc
+    del data
+    if errors is not None:
+        lines = _careful_parse(text, source)[1]
+        raise ConfigError(source, list(_schema_problems(errors, lines))) from None
+    references = reference_errors(config)
+    if references or _may_have_file_problems(config):
+        lines = _careful_parse(text, source)[1]
+        problems = [Problem(path, _line_of(path, lines), msg) for path, msg in references]
+        problems += _file_problems(config, base or Path.cwd(), lines)
+        if problems:
+            raise ConfigError(source, problems)
+    return_freed_memory()
     return config
+
+
+def _careful_parse(text: str, source: str) -> tuple[Any, dict[ConfigPath, int]]:
+    try:
+        return parse_yaml(text)
+    except ConfigError as exc:
+        raise ConfigError(source, exc.problems) from None
+
+
+def _may_have_file_problems(config: Config) -> bool:
+    """Whether :func:`_file_problems` has anything to look at (it needs the lines)."""
+    return (
+        any(route.default and route.default.body_file for route in config.routes)
+        or bool(config.cache.path)
+        or any(upstream.tls.ca_file for upstream in config.upstreams.values())
+    )
 
 
 def load_file(path: str | Path) -> Config:

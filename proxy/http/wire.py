@@ -39,8 +39,13 @@ class DateClock:
         self.value = email.utils.formatdate(usegmt=True)
         self.line = f"Date: {self.value}\r\n"
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep the text current on ``loop`` (once per loop: a second listener shares it)."""
+        if self._loop is loop and self._handle is not None:
+            return
+        self._loop = loop
         self._tick(loop)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -53,6 +58,7 @@ class DateClock:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self._loop = None
 
 
 DATE = DateClock()

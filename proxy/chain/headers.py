@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from proxy.chain.errors import Failure, proxy_status_error
@@ -56,21 +55,6 @@ UNKEYED_REQUEST_HEADERS = frozenset(name.lower() for name in UNKEYED_REQUEST_HEA
 
 PROXY_NAME = "failover-proxy"
 _DIGITS = re.compile(r"^[0-9]+$")
-_FIELD_TEXT = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])  # HTAB, SP, VCHAR, obs-text
-
-
-def unsafe_header(raw: Sequence[tuple[bytes, bytes]]) -> str | None:
-    """The name of a header holding a control character other than HTAB (RFC 9110
-    section 5.5), None if all are fine. Such a byte is refused, never carried; obs-text
-    (0x80-0xFF) is carried byte for byte. llhttp refuses most of these already; this is
-    the proxy's own word on it, one pass over the joined bytes (only a refusal looks for
-    the name)."""
-    if not b"".join(itertools.chain.from_iterable(raw)).translate(None, _FIELD_TEXT):
-        return None
-    for name, value in raw:
-        if (name + value).translate(None, _FIELD_TEXT):
-            return name.decode("ascii", "backslashreplace")
-    return None
 
 
 def _all_lines(headers: Mapping[str, str], name: str) -> str:

@@ -21,14 +21,9 @@ from collections.abc import AsyncIterator
 
 from proxy.http.request import Refused, RequestBody
 
-
-class ClientBodyError(Exception):
-    """The client, not an upstream, is at fault; the proxy answers ``status`` itself."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+ClientBodyError = Refused
+"""The client, not an upstream, is at fault; the proxy answers ``status`` itself (the
+listener's refusal, raised here for a body: the same answer either way)."""
 
 
 class BodyReader:
@@ -50,8 +45,6 @@ class BodyReader:
                 chunk = await self._content.readany()
         except TimeoutError:
             raise ClientBodyError(408, "the request body arrived too slowly") from None
-        except Refused as exc:  # the body broke the framing rules (a bad chunk)
-            raise ClientBodyError(exc.status, exc.message) from None
         except ConnectionError:
             raise ClientBodyError(400, "the client went away while sending the body") from None
         finally:

@@ -32,6 +32,7 @@ import httptools
 
 from proxy.http.request import IncomingRequest, Refused, RequestBody
 from proxy.http.wire import LAST_CHUNK, Reply, chunk, response_head
+from proxy.upstreams.flow import WriteFlow
 
 log = logging.getLogger("failover_proxy")
 
@@ -60,7 +61,7 @@ class _Listener(Protocol):
     requests: int
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(WriteFlow):
     def __init__(self, listener: _Listener) -> None:
         self.listener = listener
         self.loop = listener.loop
@@ -83,8 +84,6 @@ class ClientConnection(asyncio.Protocol):
         self.busy = False
         self._refusal: tuple[int, str] | None = None  # to answer once the queue is served
         self._reading_paused = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
         self._started_head = False
         self._stop_parsing = False
 
@@ -110,18 +109,6 @@ class ClientConnection(asyncio.Protocol):
         if self._task is not None and not self._task.done():
             self._task.cancel()  # the client left: stop the upstream call
         self._wake_writer()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_writer()
-
-    def _wake_writer(self) -> None:
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self._stop_parsing:
@@ -233,16 +220,10 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(data)
 
     async def drain(self) -> None:
+        if not self.closed:
+            await self.writable()
         if self.closed:
             raise ConnectionResetError("the client went away")
-        if self._write_paused:
-            self._drain_waiter = self.loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
-            if self.closed:
-                raise ConnectionResetError("the client went away")
 
     # answering
     async def _serve(self) -> None:

@@ -28,7 +28,6 @@ from proxy.cache.front import CacheFront
 from proxy.cache.status import forwarded
 from proxy.cache.store import Store
 from proxy.chain.errors import Failure
-from proxy.chain.headers import unsafe_header
 from proxy.chain.outcome import UNSERVED, Outcome
 from proxy.chain.payloads import proxy_error
 from proxy.chain.plan import FailoverPlan
@@ -83,9 +82,6 @@ class ProxyHandler:
         runtime = current.runtime
         if request.method == "CONNECT":
             return own_answer(runtime, proxy_error(405, "CONNECT is not supported"))
-        if (unsafe := unsafe_header(request.raw_headers)) is not None:
-            message = f"the {unsafe} header holds a control character"
-            return own_answer(runtime, proxy_error(400, message))
         try:
             path, query = normalise_target(request.raw_path)
         except BadTarget as exc:

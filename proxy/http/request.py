@@ -32,7 +32,9 @@ class _Connection(Protocol):
 
 
 class Refused(Exception):
-    """A request the proxy answers itself before it is complete (400, 414, 431)."""
+    """A request the proxy answers itself with ``status`` (400, 408, 413, 414, 431): the
+    client is at fault, not an upstream. A body that breaks the framing rules (a bad
+    chunk) raises it from :meth:`RequestBody.readany`."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)

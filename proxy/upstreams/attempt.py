@@ -2,9 +2,9 @@
 :class:`Answer` (good enough to relay) or a :class:`Failed` (with its failure class).
 
 What counts as failure is the route's: a status in ``failure_statuses`` or any
-exception :func:`proxy.upstreams.exceptions.classify_exception` knows; and, whatever the route, an
-answer with a header the proxy cannot relay unchanged (:func:`proxy.chain.headers.unsafe_header`),
-which is never passed through either. A failed answer's body is
+exception :func:`proxy.upstreams.exceptions.classify_exception` knows (an answer the
+strict parser refuses, a control character in a header say, is ``protocol_error``,
+never relayed nor passed through). A failed answer's body is
 kept (up to a bound) because it may still be passed through when nothing better is
 left. A good answer's body is read up to ``max_buffered`` bytes before the caller
 commits, so a short read there is still a failure of this try, not of the client's
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from multidict import CIMultiDict
 
 from proxy.chain.errors import Failure, classify_status
-from proxy.chain.headers import HeaderList, parse_retry_after, unsafe_header
+from proxy.chain.headers import HeaderList, parse_retry_after
 from proxy.chain.validate import Validator
 from proxy.upstreams.client import UpstreamClient
 from proxy.upstreams.drills import Drill
@@ -141,11 +141,6 @@ async def attempt(
         response = await client.send(
             method, target, headers, data, may_resend=may_resend, deadline=deadline_at
         )
-        if (unsafe := unsafe_header(response.raw_headers)) is not None:
-            # never relayed altered, nor passed through as a last resort: fail over
-            response.close()
-            log.info("%s answered with bytes the proxy does not relay in %s", name, unsafe)
-            return Failed(Failure.INVALID_RESPONSE, response.status)
         failure = classify_status(response.status, failure_statuses)
         if failure is not None:
             return await _failed_answer(client, response, failure, max_buffered)

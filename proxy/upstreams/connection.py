@@ -17,6 +17,7 @@ from typing import Protocol, cast
 
 import httptools
 
+from proxy.upstreams.flow import WriteFlow
 from proxy.upstreams.response import (
     HIGH_WATER,
     BadAnswer,
@@ -39,7 +40,7 @@ class _Pool(Protocol):
     def forget(self, conn: UpstreamConnection) -> None: ...
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(WriteFlow):
     """A connection of one pool; it carries one exchange at a time."""
 
     def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop) -> None:
@@ -61,8 +62,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
         self._reason = b""
-        self._write_waiter: asyncio.Future[None] | None = None
-        self._write_paused = False
         self._read_timeout = 0.0
         self.deadline: float | None = None  # the route's, in loop time
         self._by_deadline = False
@@ -88,18 +87,6 @@ class UpstreamConnection(asyncio.Protocol):
                 response._finish(BodyCut("the upstream closed the connection mid-body"))
         self._wake_writer()
         self.pool.forget(self)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_writer()
-
-    def _wake_writer(self) -> None:
-        waiter = self._write_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self._head is None and self._response is None:
@@ -217,16 +204,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(data)
 
     async def drain(self) -> None:
+        if not self.closed:
+            await self.writable()
         if self.closed:
             raise ConnectionLost("the upstream closed the connection while the body was sent")
-        if self._write_paused:
-            self._write_waiter = self.loop.create_future()
-            try:
-                await self._write_waiter
-            finally:
-                self._write_waiter = None
-            if self.closed:
-                raise ConnectionLost("the upstream closed the connection while the body was sent")
 
     def arm_read_timeout(self) -> None:
         """The streamed body is sent: the answer's head is due within the read timeout

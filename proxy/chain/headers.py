@@ -130,6 +130,7 @@ class ForwardingRules:
         "_drop_down",
         "_drop_up",
         "_forwarded",
+        "_hops",
         "_own",
         "_own_and_age",
         "_status_lists",
@@ -147,6 +148,7 @@ class ForwardingRules:
         """``own``: the names of the headers only this proxy may set (source, health);
         an upstream's are dropped. ``proxy_status``: the configured name of that list."""
         self._via = via  # pseudonym for Via; "" adds none and leaves Via alone
+        self._hops: dict[tuple[int, int], str] = {}  # our Via member, by HTTP version
         self._forwarded = forwarded
         self._own = frozenset(name.lower() for name in own)
         self._own_and_age = self._own | {"age"}
@@ -158,7 +160,9 @@ class ForwardingRules:
         self._drop_up = _NOT_FORWARDED_UP | rewritten
 
     def _via_hop(self, previous: list[str], version: tuple[int, int]) -> str:
-        hop = f"{version[0]}.{version[1]} {self._via}"
+        hop = self._hops.get(version)
+        if hop is None:
+            hop = self._hops[version] = f"{version[0]}.{version[1]} {self._via}"
         return ", ".join([*previous, hop]) if previous else hop
 
     def not_forwarded(self, also: Iterable[str]) -> frozenset[str]:

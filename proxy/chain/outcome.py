@@ -29,7 +29,8 @@ class Source(StrEnum):
     NONE = "none"
 
 
-@dataclass(frozen=True, slots=True)
+# made per request, and a frozen one costs 3x to build: never changed, so hashable
+@dataclass(slots=True, unsafe_hash=True)
 class Outcome:
     """``source``: an upstream's name or a :class:`Source`; ``cache_status``: our RFC 9211
     ``Cache-Status`` member (:mod:`proxy.cache.status`), None when the cache took no part."""

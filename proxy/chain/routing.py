@@ -62,8 +62,26 @@ def origin_form(raw_target: str) -> str:
     raise BadTarget("the request target must be a path or an http(s) URL")
 
 
+_SEEN_MAX = 2048  # targets remembered; a full memory starts again
+_SEEN_TARGET_MAX = 512  # longer targets are not remembered
+_seen: dict[str, tuple[str, str]] = {}
+
+
 def normalise_target(raw_target: str) -> tuple[str, str]:
-    """``(path, query)`` in canonical form, or :class:`BadTarget`."""
+    """``(path, query)`` in canonical form, or :class:`BadTarget`. A sidecar sees the
+    same few targets again and again: the ones that passed are remembered (bounded)."""
+    known = _seen.get(raw_target)
+    if known is not None:
+        return known
+    result = _normalise(raw_target)
+    if len(raw_target) <= _SEEN_TARGET_MAX:
+        if len(_seen) >= _SEEN_MAX:
+            _seen.clear()
+        _seen[raw_target] = result
+    return result
+
+
+def _normalise(raw_target: str) -> tuple[str, str]:
     target = raw_target if raw_target.startswith("/") else origin_form(raw_target)
     path, _, query = target.partition("?")
     if not _ALLOWED_PATH_BYTES.match(path):

@@ -72,7 +72,7 @@ class ClientConnection(WriteFlow):
         self.deadline: float | None = None  # for the request head; None while answering
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
-        self._raw: list[tuple[bytes, bytes]] = []
+        self._pairs: list[tuple[str, str]] = []
         self._head_bytes = 0
         self._in_body = False
         self._body: RequestBody | None = None
@@ -136,7 +136,7 @@ class ClientConnection(WriteFlow):
     # llhttp callbacks
     def on_message_begin(self) -> None:
         self._url = b""
-        self._raw = []
+        self._pairs = []
         self._head_bytes = 0
         self._in_body = False
         self._started_head = True
@@ -151,8 +151,9 @@ class ClientConnection(WriteFlow):
             return  # a trailer: dropped (the proxy re-frames what it forwards)
         if len(name) + len(value) + 2 > self.limits.max_header_size:
             raise Refused(431, "the request headers are too large or too many")
-        self._raw.append((name, value))
-        if len(self._raw) > self.limits.max_headers:
+        pairs = self._pairs
+        pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+        if len(pairs) > self.limits.max_headers:
             raise Refused(431, "the request headers are too large or too many")
 
     def on_headers_complete(self) -> None:
@@ -160,28 +161,30 @@ class ClientConnection(WriteFlow):
         method = parser.get_method().decode("ascii")
         major, _, minor = parser.get_http_version().partition(".")
         version = (int(major), int(minor))
-        raw = self._raw
+        pairs = self._pairs
         body: RequestBody | None = None
-        has_length = chunked = False
+        length: int | None = None
+        chunked = False
         hosts = 0
-        for name, value in raw:
-            if len(name) == 4 and name.lower() == b"host":
+        for name, value in pairs:
+            size = len(name)
+            if size == 4 and name.lower() == "host":
                 hosts += 1
-            elif len(name) == 14 and name.lower() == b"content-length":
-                has_length = value != b"0"
-            elif len(name) == 17 and name.lower() == b"transfer-encoding":
-                if value.strip().lower() != b"chunked":
+            elif size == 14 and name.lower() == "content-length":
+                length = int(value)  # llhttp let only digits through
+            elif size == 17 and name.lower() == "transfer-encoding":
+                if value.strip().lower() != "chunked":
                     raise Refused(400, "only the chunked transfer coding is accepted")
                 chunked = True
         if hosts > 1 or (hosts == 0 and version >= (1, 1)):
             raise Refused(400, "an HTTP/1.1 request needs exactly one Host header")
-        if has_length or chunked:
+        if length or chunked:
             body = RequestBody(self)
         self._body = body
         self._in_body = True
         self.deadline = None
         request = IncomingRequest(
-            self, method, self._url, version, raw, parser.should_keep_alive(), body
+            self, method, self._url, version, pairs, length, parser.should_keep_alive(), body
         )
         if parser.should_upgrade():
             request.upgrade = True

@@ -116,7 +116,6 @@ class IncomingRequest:
         "headers",
         "keep_alive",
         "method",
-        "raw_headers",
         "remote",
         "target",
         "upgrade",
@@ -129,7 +128,8 @@ class IncomingRequest:
         method: str,
         target: bytes,
         version: tuple[int, int],
-        raw_headers: list[tuple[bytes, bytes]],
+        pairs: list[tuple[str, str]],
+        content_length: int | None,
         keep_alive: bool,
         body: RequestBody | None,
     ) -> None:
@@ -137,14 +137,11 @@ class IncomingRequest:
         self.method = method
         self.target = target
         self.version = version
-        self.raw_headers = raw_headers
-        self.headers: CIMultiDict[str] = CIMultiDict(
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers]
-        )
+        # decoded from latin-1 as they were parsed: byte for byte
+        self.headers: CIMultiDict[str] = CIMultiDict(pairs)
         self.keep_alive = keep_alive
         self.body = body
-        length = self.headers.get("Content-Length")
-        self.content_length = int(length) if length is not None else None
+        self.content_length = content_length
         self.remote = conn.remote
         self.upgrade = False
 

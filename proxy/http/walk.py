@@ -81,7 +81,11 @@ class ChainWalk:
             sent_at = loop.time()
             drill = self._drills.pick(upstream)
             try:
-                injected = await injected_failure(drill, deadline_at, route.failure_statuses)
+                injected = (
+                    None
+                    if drill is None
+                    else await injected_failure(drill, deadline_at, route.failure_statuses)
+                )
                 outcome = injected or await attempt(
                     client,
                     exchange.method,

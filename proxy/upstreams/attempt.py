@@ -146,6 +146,8 @@ async def attempt(
             return await _failed_answer(client, response, failure, max_buffered)
         if validator is not None:
             return await _validated(name, response, validator)
+        if response.complete:  # the whole body came with the head: nothing to wait for
+            return Answer(response, response.take_all(), True)
         chunks, complete = await _read_up_to(response, max_buffered)
         return Answer(response, chunks, complete)
     except Exception as exc:

@@ -19,11 +19,13 @@ import httptools
 
 from proxy.upstreams.flow import WriteFlow
 from proxy.upstreams.response import (
+    FRAMING_NAME_SIZES,
     HIGH_WATER,
     BadAnswer,
     BodyCut,
     ConnectionLost,
     DeadlineExceeded,
+    Framing,
     ReadTimedOut,
     UpstreamError,
     UpstreamResponse,
@@ -53,7 +55,8 @@ class UpstreamConnection(WriteFlow):
         self.reading_paused = False
         self._parser = httptools.HttpResponseParser(self)
         self._method = "GET"
-        self._raw: list[tuple[bytes, bytes]] = []
+        self._pairs: list[tuple[str, str]] = []
+        self._framing = Framing()
         self._head_size = 0
         self._in_body = False
         self._interim = False
@@ -110,7 +113,8 @@ class UpstreamConnection(WriteFlow):
             # already parsed is kept, the connection is never reused)
             self._keep_alive = False
             raise ValueError("bytes after the complete answer")
-        self._raw = []
+        self._pairs = []
+        self._framing = Framing()
         self._head_size = 0
         self._in_body = False
 
@@ -124,7 +128,10 @@ class UpstreamConnection(WriteFlow):
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise ValueError(f"the answer's head is larger than {MAX_HEAD} bytes")
-        self._raw.append((name, value))
+        pair = (name.decode("latin-1"), value.decode("latin-1"))
+        if len(name) in FRAMING_NAME_SIZES:
+            self._framing.note(*pair)
+        self._pairs.append(pair)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -143,7 +150,8 @@ class UpstreamConnection(WriteFlow):
             status,
             self._reason.decode("latin-1"),
             _version(parser.get_http_version()),
-            self._raw,
+            self._pairs,
+            self._framing,
         )
         self._reason = b""
         self._response = response
@@ -178,25 +186,31 @@ class UpstreamConnection(WriteFlow):
         self, method: str, head: bytes, body: bytes | None, read_timeout: float
     ) -> asyncio.Future[UpstreamResponse]:
         """Write the request (head and a body held whole) and return the answer's head."""
-        assert self.transport is not None
-        head_future = self.expect_answer(method, read_timeout)
+        transport = self.transport
+        assert transport is not None
+        head_future = self._expect(method, read_timeout)
         if body:
-            self.transport.writelines([head, body])
+            transport.writelines([head, body])
         else:
-            self.transport.write(head)
+            transport.write(head)
         self._arm()
         return head_future
 
     def expect_answer(self, method: str, read_timeout: float) -> asyncio.Future[UpstreamResponse]:
         """Wait for the answer to a request whose body the caller streams itself (only
         the deadline runs while it is sent: the read timeout starts once it is)."""
+        head_future = self._expect(method, read_timeout)
+        # the body may still fail to go out, and then nobody awaits this answer
+        head_future.add_done_callback(_retrieved)
+        self._arm(reading=False)
+        return head_future
+
+    def _expect(self, method: str, read_timeout: float) -> asyncio.Future[UpstreamResponse]:
         self.uses += 1
         self._method = method
         self._read_timeout = read_timeout
         self._answer_began = False
         self._head = head_future = self.loop.create_future()
-        head_future.add_done_callback(_retrieved)
-        self._arm(reading=False)
         return head_future
 
     def write(self, data: bytes) -> None:

@@ -194,6 +194,13 @@ class Pool:
         reused = conn.uses > 0
         conn.deadline = deadline
         try:
+            if body is None or isinstance(body, bytes):
+                try:  # the common case inline: no coroutine of its own
+                    return await conn.send(method, head, body, read_timeout)
+                except BaseException:
+                    conn.abort()
+                    self.forget(conn)
+                    raise
             return await self._send(conn, method, head, body, read_timeout, chunked)
         except ConnectionLost as exc:
             if not (reused and exc.reused and may_resend and not isinstance(body, AsyncIterable)):

@@ -85,6 +85,33 @@ class BadAnswer(UpstreamError):
     """The upstream spoke broken HTTP."""
 
 
+class Framing:
+    """What an answer's head says of its body and connection, noted as its fields are
+    parsed (no second pass over them)."""
+
+    __slots__ = ("chunked", "connection_listed", "content_length")
+
+    def __init__(self) -> None:
+        self.content_length: int | None = None
+        self.chunked = False
+        self.connection_listed: frozenset[str] = frozenset()
+
+    def note(self, name: str, value: str) -> None:
+        """One header field whose name is one of the framing ones (by length first)."""
+        lowered = name.lower()
+        if lowered == "content-length":
+            self.content_length = int(value) if value.isascii() and value.isdigit() else None
+        elif lowered == "transfer-encoding":
+            self.chunked = "chunked" in value.lower()
+        elif lowered == "connection":
+            listed = value.lower().split(",")
+            self.connection_listed |= {token.strip() for token in listed}
+
+
+# the lengths of Content-Length, Transfer-Encoding and Connection: a cheap first test
+FRAMING_NAME_SIZES = frozenset({14, 17, 10})
+
+
 class UpstreamResponse:
     """An upstream's answer: its head at once, its body read chunk by chunk."""
 
@@ -101,7 +128,6 @@ class UpstreamResponse:
         "content_length",
         "method",
         "pairs",
-        "raw_headers",
         "reason",
         "status",
         "version",
@@ -114,31 +140,21 @@ class UpstreamResponse:
         status: int,
         reason: str,
         version: tuple[int, int],
-        raw_headers: list[tuple[bytes, bytes]],
+        pairs: list[tuple[str, str]],
+        framing: Framing,
     ) -> None:
         self._conn: _Connection | None = conn
         self.method = method
         self.status = status
         self.reason = reason
         self.version = version
-        self.raw_headers = raw_headers
-        # decoded once (latin-1: byte for byte); the multidict only when asked for
-        self.pairs = [
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers
-        ]
+        # decoded once as they were parsed (latin-1: byte for byte); the multidict only
+        # when asked for
+        self.pairs = pairs
         self._headers: CIMultiDict[str] | None = None
-        self.content_length: int | None = None
-        self.chunked = False
-        self.connection_listed: frozenset[str] = frozenset()
-        for name, value in raw_headers:
-            size = len(name)
-            if size == 14 and name.lower() == b"content-length":
-                self.content_length = int(value) if value.isdigit() else None
-            elif size == 17 and name.lower() == b"transfer-encoding":
-                self.chunked = b"chunked" in value.lower()
-            elif size == 10 and name.lower() == b"connection":
-                listed = value.decode("latin-1").lower().split(",")
-                self.connection_listed |= {token.strip() for token in listed}
+        self.content_length = framing.content_length
+        self.chunked = framing.chunked
+        self.connection_listed = framing.connection_listed
         self._chunks: deque[bytes] = deque()
         self._queued = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -209,6 +225,13 @@ class UpstreamResponse:
         return data
 
     readany = read_chunk  # the name aiohttp's StreamReader gives it
+
+    def take_all(self) -> list[bytes]:
+        """The whole body of a complete answer, at once (no coroutine)."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        self._queued = 0
+        return chunks
 
     @property
     def content(self) -> UpstreamResponse:

@@ -102,6 +102,7 @@ class ProxyApp:
             cache_file=lambda: str(self.cache_writer.file.path) if self.cache_writer else None,
             clock=clock,
             wall_clock=wall_clock,
+            tunnels=self.handler.tunnels,
         )
         self.ops = self.handler.ops = Ops(self.observed)
         self.handler.buffer = self.observed.buffer = write_buffer_for(
@@ -268,6 +269,16 @@ class ProxyApp:
             )
         await listener.close(grace=_CANCEL_WAIT)
 
+    async def _close_tunnels(self) -> None:
+        """Tunnels (WebSockets) run on until ``shutdown_grace`` is over (counted from the
+        drain's start), then are closed: a long-lived one would hold the exit forever."""
+        loop = asyncio.get_running_loop()
+        deadline = (
+            self._drain_deadline or loop.time() + self.live.current.runtime.config.shutdown_grace
+        )
+        grace = 0.0 if self.hurry.is_set() else max(0.0, deadline - loop.time())
+        await self.handler.tunnels.close_all(grace)
+
     async def _drain_buffer(self, buffer: WriteBuffer) -> None:
         """Deliver buffered writes before exiting when upstreams take them (a pod being
         deleted may lose its disk); what is left stays in the journal for the next start."""
@@ -331,6 +342,7 @@ class ProxyApp:
         if self._listener is not None:
             await self._close_listener(self._listener)
             self._listener = None
+        await self._close_tunnels()
         await self.handler.close()
         buffer = self.handler.buffer
         if buffer is not None:

@@ -5,7 +5,10 @@ upstreams keep their state (breaker, health-check history, cooldown, quota, conn
 pool: those whose settings are equal), which start fresh, which are drained and
 closed; which routes' cache entries still fit (same key rules); and which changes
 need a restart because applying them would only half-apply them (listeners, the
-cache file, the buffer directory).
+cache file, the buffer directory). Other route settings (deadline, retries,
+``response_mode``, ``stream``, ``upgrade``) are not compared: they are part of the new
+snapshot, which every request that starts after the swap reads; a stream or tunnel
+already open keeps the snapshot it started with.
 
 :class:`FileWatch` notices a change of the file's content or of the file a symlink
 resolves to (a Kubernetes ConfigMap update swaps a ``..data`` symlink; the file's own

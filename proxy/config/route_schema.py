@@ -1,15 +1,17 @@
 """The schema of a route in config.yaml: how requests are matched, retried, validated,
-cached and answered when every upstream fails (docs/configuration.md, "Configuration
-reference"). Checks across routes and upstreams (names that point nowhere) live in
-:func:`proxy.config.schema.reference_errors`.
+cached, streamed or upgraded, and answered when every upstream fails
+(docs/configuration.md, "Configuration reference"). Checks across routes and upstreams
+(names that point nowhere) live in :func:`proxy.config.schema.reference_errors`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from proxy.cache.rules import DEFAULT_STATUSES
 from proxy.chain.headers import UNKEYED_REQUEST_HEADER_NAMES, UNKEYED_REQUEST_HEADERS
@@ -24,6 +26,7 @@ from proxy.config.types import (
     Size,
     StatusList,
     header_name,
+    positive,
 )
 
 RETRY_ON_CHOICES = ("connect_error", "timeout", "reset", "5xx", "429", "invalid")
@@ -164,6 +167,86 @@ class RouteCache(Model):
         return [name.lower() for name in value]
 
 
+def _positive_or_off(value: float | None) -> float | None:
+    """A limit that may be off (null); 0 would cut everything at once, so it is refused."""
+    if value is not None and value <= 0:
+        raise ValueError("must be longer than 0s (null: no limit)")
+    return value
+
+
+class StreamConfig(Model):
+    """A streamed answer (Server-Sent Events, NDJSON): held until its first event that
+    carries data, then relayed chunk by chunk (docs/configuration.md, "Streams and
+    upgrades")."""
+
+    # Every field is hashable, so pydantic shares the default: one object for all routes.
+    hold_max: Size = 16 * 1024  # bytes held before committing when no data event came
+    first_event_timeout: Duration | None = None  # per try; None: the upstream's read timeout
+    idle_timeout: Duration = 60.0  # silence allowed between chunks after the commit
+    max_duration: Duration | None = None  # the whole stream; None: no limit
+    abort_on_error_event: bool = False  # an error event after the commit aborts the stream
+
+    _idle = field_validator("idle_timeout")(positive)
+    _limits = field_validator("first_event_timeout", "max_duration")(_positive_or_off)
+
+    @field_validator("hold_max")
+    @classmethod
+    def _holds_something(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be at least 1 byte")
+        return value
+
+
+class UpgradeConfig(Model):
+    """Upgraded connections (WebSocket): tunnelled after the upstream's 101, with limits.
+    ``upgrade: true`` and ``upgrade: false`` stand for these defaults, enabled or not."""
+
+    enabled: bool = True
+    protocols: list[str] | None = None  # Upgrade names allowed, lower case; None or []: any
+    handshake_timeout: Duration = 10.0  # the wait for the upstream's 101, per try
+    idle_timeout: Duration = 300.0  # no byte either way this long: the tunnel is closed
+    max_duration: Duration | None = None  # the whole tunnel; None: no limit
+    max_tunnels: int = Field(default=1000, ge=1)  # open on this route; more: 503
+
+    _timeouts = field_validator("handshake_timeout", "idle_timeout")(positive)
+    _limit = field_validator("max_duration")(_positive_or_off)
+
+    @field_validator("protocols")
+    @classmethod
+    def _protocol_names(cls, value: list[str]) -> list[str]:
+        """RFC 9110 7.8: a protocol name is a token, compared case-insensitively."""
+        for name in value:
+            if not TOKEN.match(name):
+                raise ValueError(f"{name!r} is not an Upgrade protocol name such as websocket")
+        return [name.lower() for name in value]
+
+
+UPGRADE_ON = UpgradeConfig()
+UPGRADE_OFF = UpgradeConfig(enabled=False)
+
+
+def _switch_or_mapping(value: object) -> object:
+    """``true``/``false`` as the shared default mappings; a mapping is read as written."""
+    if isinstance(value, bool):
+        return UPGRADE_ON if value else UPGRADE_OFF
+    if not isinstance(value, dict):
+        shown = "null" if value is None else repr(value)
+        raise ValueError(f"expected true, false or a mapping, got {shown}")
+    return value
+
+
+class _SwitchInSchema:
+    """What editors see (``failover-proxy schema``): ``true``, ``false`` or the mapping."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"anyOf": [{"type": "boolean"}, handler(schema)]}
+
+
+UpgradeSwitch = Annotated[UpgradeConfig, BeforeValidator(_switch_or_mapping), _SwitchInSchema()]
+
+
 class Route(Model):
     name: Name
     match: Match = Match()
@@ -175,6 +258,9 @@ class Route(Model):
     validate_: Validate | None = Field(default=None, alias="validate")
     cache: RouteCache | None = None
     on_failure: str | None = None  # "buffer": writes are kept on disk when every upstream failed
+    response_mode: Literal["auto", "buffer", "stream"] = "auto"
+    stream: StreamConfig = StreamConfig()
+    upgrade: UpgradeSwitch = UPGRADE_ON
 
     @field_validator("on_failure")
     @classmethod
@@ -189,3 +275,12 @@ class Route(Model):
         if value <= 0:
             raise ValueError("the deadline must be longer than 0s")
         return value
+
+    @model_validator(mode="after")
+    def _streams_are_not_stored(self) -> Route:
+        if self.response_mode == "stream" and self.cache is not None:
+            raise ValueError(
+                "response_mode: stream cannot have a cache (a stream is never stored); "
+                "use response_mode: auto, or remove cache"
+            )
+        return self

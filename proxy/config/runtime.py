@@ -74,6 +74,55 @@ class RouteCacheRules:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamSettings:
+    hold_max: int
+    first_event_timeout: float | None  # None: the upstream's read timeout
+    idle_timeout: float
+    max_duration: float | None
+    abort_on_error_event: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeSettings:
+    enabled: bool
+    protocols: frozenset[str] | None  # lower case; None: any
+    handshake_timeout: float
+    idle_timeout: float
+    max_duration: float | None
+    max_tunnels: int
+
+
+# Equal settings are one object: 10,000 routes on the defaults hold one of each.
+_stream_settings = functools.lru_cache(maxsize=256)(StreamSettings)
+_upgrade_settings = functools.lru_cache(maxsize=256)(UpgradeSettings)
+
+
+def stream_settings(stream: config.StreamConfig) -> StreamSettings:
+    return _stream_settings(
+        hold_max=stream.hold_max,
+        first_event_timeout=stream.first_event_timeout,
+        idle_timeout=stream.idle_timeout,
+        max_duration=stream.max_duration,
+        abort_on_error_event=stream.abort_on_error_event,
+    )
+
+
+def upgrade_settings(upgrade: config.UpgradeConfig) -> UpgradeSettings:
+    return _upgrade_settings(
+        enabled=upgrade.enabled,
+        protocols=frozenset(upgrade.protocols) if upgrade.protocols else None,
+        handshake_timeout=upgrade.handshake_timeout,
+        idle_timeout=upgrade.idle_timeout,
+        max_duration=upgrade.max_duration,
+        max_tunnels=upgrade.max_tunnels,
+    )
+
+
+DEFAULT_STREAM = stream_settings(config.StreamConfig())
+DEFAULT_UPGRADE = upgrade_settings(config.UpgradeConfig())
+
+
+@dataclass(frozen=True, slots=True)
 class RouteRuntime:
     name: str
     upstreams: tuple[str, ...]
@@ -85,6 +134,9 @@ class RouteRuntime:
     validator: Validator | None
     cache: RouteCacheRules | None
     buffers_writes: bool  # on_failure: buffer
+    response_mode: str = "auto"  # auto, buffer or stream
+    stream: StreamSettings = DEFAULT_STREAM
+    upgrade: UpgradeSettings = DEFAULT_UPGRADE
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +266,9 @@ def _route(route: config.Route, base: Path, forwarding: ForwardingRules) -> Rout
         validator=_validator(route.validate_) if route.validate_ else None,
         cache=_cache_rules(route.cache, forwarding) if route.cache else None,
         buffers_writes=route.on_failure == "buffer",
+        response_mode=route.response_mode,
+        stream=stream_settings(route.stream),
+        upgrade=upgrade_settings(route.upgrade),
     )
 
 

@@ -21,6 +21,8 @@ from proxy.config.route_schema import (
     Retry,
     Route,
     RouteCache,
+    StreamConfig,
+    UpgradeConfig,
     Validate,
 )
 from proxy.config.types import TOKEN, Duration, Model, Name, Size, header_name, positive
@@ -50,8 +52,10 @@ __all__ = [
     "Route",
     "RouteCache",
     "SlowCall",
+    "StreamConfig",
     "Timeouts",
     "Tls",
+    "UpgradeConfig",
     "Upstream",
     "Validate",
     "reference_errors",

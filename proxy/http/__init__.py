@@ -4,6 +4,7 @@ listener, request, wire, server (the listening side); handler (reads the request
 consults the cache and walks the chain); exchange (one request's state on the way);
 bodies (the client's body within limits); walk (the chain walk); respond (writing the
 answer downstream); access (the access log line and the counters).
+tunnel (the byte relay of an upgraded connection, once its 101 is written).
 
 Imports: everything below it: chain, config, upstreams, cache, buffer, proxy.live; and
 from ops only stats and logs (standard-library leaves the data path writes into) and

@@ -86,6 +86,8 @@ class ClientConnection(WriteFlow):
         self._reading_paused = False
         self._started_head = False
         self._stop_parsing = False
+        self._upgrade_data: bytes | None = None  # sent after an Upgrade request's head
+        self.tunnelled = False  # the connection is a tunnel's now
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -112,11 +114,18 @@ class ClientConnection(WriteFlow):
 
     def data_received(self, data: bytes) -> None:
         if self._stop_parsing:
+            if self._upgrade_data is not None:  # before the 101: kept for the tunnel
+                self._upgrade_data += data
+                self.pause_reading()
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._stop_parsing = True  # what follows is not HTTP: answer, then close
+        except httptools.HttpParserUpgrade as exc:
+            # what follows is not HTTP: kept for a tunnel if the upstream switches (the
+            # rest waits in the kernel meanwhile); else the answer ends the connection
+            self._stop_parsing = True
+            self._upgrade_data = data[exc.args[0] :]
+            self.pause_reading()
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, Refused):
@@ -252,6 +261,8 @@ class ClientConnection(WriteFlow):
                     reply.close = True
                 self._queue.popleft()
                 keep = await self._send(request, reply)
+                if self.tunnelled:
+                    return
                 if not keep:
                     self._close_after(request)
                     return
@@ -274,6 +285,10 @@ class ClientConnection(WriteFlow):
         )
         transport = self.transport
         if transport is None or self.closed:
+            return False
+        if reply.tunnel is not None:
+            transport.write(head)
+            self._hand_over(reply.tunnel)
             return False
         stream = reply.stream
         if stream is None:
@@ -303,6 +318,19 @@ class ClientConnection(WriteFlow):
         if chunked:
             transport.write(LAST_CHUNK)
         return keep and (chunked or reply.length is not None)
+
+    def _hand_over(self, start: Callable[[asyncio.Transport, bytes], None]) -> None:
+        """The 101 is out: the connection becomes a tunnel's, which takes the transport
+        (reading is paused since the request's head) and the bytes sent after it."""
+        assert self.transport is not None
+        self.tunnelled = True
+        self.listener.connections.discard(self)
+        pending, self._upgrade_data = self._upgrade_data or b"", None
+        try:
+            start(self.transport, pending)
+        except Exception:
+            log.exception("the tunnel could not start")
+            self.transport.abort()
 
     def _close_after(self, request: IncomingRequest) -> None:
         body = request.body

@@ -62,6 +62,7 @@ class Exchange:
     # the request target as it arrived, forwarded byte for byte (routing matched its
     # canonical form); a replay or a refresh without one sends ``path?query``
     target: bytes = b""
+    chosen: Chosen | None = None  # the upstream answer relayed, once the chain chose one
 
     def __post_init__(self) -> None:
         if not self.target:

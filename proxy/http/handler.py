@@ -21,6 +21,7 @@ import itertools
 import secrets
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.buffer.buffer import BufferBroken, BufferFull, WriteBuffer
 from proxy.buffer.rules import READS, may_buffer
@@ -32,6 +33,7 @@ from proxy.chain.outcome import UNSERVED, Outcome
 from proxy.chain.payloads import proxy_error
 from proxy.chain.plan import FailoverPlan
 from proxy.chain.routing import BadTarget, normalise_target
+from proxy.chain.upgrades import TUNNEL_RETRY_AFTER, upgrade_refusal
 from proxy.config.runtime import RouteRuntime, Runtime
 from proxy.http.access import account
 from proxy.http.bodies import BodyReader, ClientBodyError, StreamedBody, read_prefix
@@ -48,6 +50,7 @@ from proxy.http.respond import (
     unbuffered_write,
     when_all_failed,
 )
+from proxy.http.tunnels import Tunnels
 from proxy.http.walk import ChainWalk, Walked
 from proxy.http.wire import Reply
 from proxy.live import Live
@@ -76,6 +79,7 @@ class ProxyHandler:
         self.cache = CacheFront(store, stats, self)
         self._walk = ChainWalk(stats, drills, self.cache.answered)
         self.buffer: WriteBuffer | None = None  # the durable write buffer, when configured
+        self.tunnels = Tunnels()
 
     async def __call__(self, request: IncomingRequest) -> Reply:
         current = self.live.current
@@ -110,6 +114,8 @@ class ProxyHandler:
             target=request.target if request.target.startswith(b"/") else b"",
         )
         started = asyncio.get_running_loop().time()
+        if request.upgrade:
+            return await self._upgrade(exchange, started)
         try:
             with self.live.using(current.number, background=False):
                 rules = route.cache
@@ -117,6 +123,7 @@ class ProxyHandler:
                     rules is None
                     or request.method not in rules.policy.methods
                     or request.body_exists
+                    or _asks_for_a_stream(headers)
                 ):
                     response = await self.proxy(exchange)
                 else:
@@ -124,6 +131,39 @@ class ProxyHandler:
         except ClientBodyError as exc:
             exchange.outcome = UNSERVED
             response = own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
+        account(self.stats, exchange, response, asyncio.get_running_loop().time() - started)
+        return response
+
+    async def _upgrade(self, exchange: Exchange, started: float) -> Reply:
+        """An ``Upgrade`` request: refused (403) where the route does not allow it or
+        its protocol, 503 at the route's tunnel cap, else the chain as usual until an
+        upstream answers 101, whose connection then becomes the client's tunnel."""
+        route, runtime = exchange.route, exchange.runtime
+        settings = route.upgrade
+        offered = exchange.headers.get("Upgrade", "")
+        refusal = upgrade_refusal(settings.enabled, settings.protocols, offered)
+        if refusal is not None:
+            response = own_answer(runtime, proxy_error(403, refusal), close=True)
+        elif not self.tunnels.reserve(route.name, settings):
+            response = own_answer(
+                runtime,
+                proxy_error(503, f"route {route.name} has {settings.max_tunnels} tunnels open"),
+                close=True,
+            )
+            response.headers.append(("Retry-After", str(TUNNEL_RETRY_AFTER)))
+        else:
+            try:
+                with self.live.using(exchange.generation, background=False):
+                    response = await self.proxy(exchange)
+                chosen = exchange.chosen
+                if response.status == 101 and chosen is not None:
+                    response.tunnel = self.tunnels.opener(
+                        route.name, settings, chosen.answer.response
+                    )
+                else:
+                    response.close = True  # the client sent its request as an upgrade
+            finally:
+                self.tunnels.release(route.name)
         account(self.stats, exchange, response, asyncio.get_running_loop().time() - started)
         return response
 
@@ -187,12 +227,13 @@ class ProxyHandler:
         if chosen is not None:
             answer = chosen.answer
             cache_status = None
-            if exchange.key is not None:
+            if exchange.key is not None and answer.stream is None:  # a stream is never kept
                 stored = self.cache.keep(exchange, answer)
                 status = answer.response.status
                 cache_status = forwarded(exchange.forwarded_because, status, stored=stored)
             health = plan.health_of(chosen.upstream)
             exchange.outcome = Outcome(chosen.upstream, health, cache_status)
+            exchange.chosen = chosen
             return relay(exchange, plan, answer, _reporter(chosen))
         if buffer is not None and streamed is None:
             key = exchange.headers.get(buffer.settings.idempotency_header)
@@ -232,12 +273,19 @@ class ProxyHandler:
         return buffered_answer(exchange, plan, write)
 
 
+def _asks_for_a_stream(headers: CIMultiDict[str]) -> bool:
+    """``Accept: text/event-stream``: a stream is wanted, which the cache neither
+    serves nor coalesces (each client gets its own upstream call)."""
+    accept = headers.get("Accept")
+    return accept is not None and "text/event-stream" in accept.lower()
+
+
 def _reporter(chosen: Chosen) -> Ended:
     """How the chosen call ended, told to its guard: a client that left says nothing
     about the upstream; a failure mid-body counts against it."""
 
     def ended(ending: Ending | Failure) -> None:
-        if ending is Ending.CLIENT_GONE:
+        if ending is Ending.CLIENT_GONE or ending is Ending.LIMIT:
             chosen.guard.abandon(chosen.ticket)
         else:
             chosen.guard.finish(chosen.ticket, None if ending is Ending.COMPLETE else ending)

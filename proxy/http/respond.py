@@ -22,12 +22,13 @@ from proxy.chain.headers import proxy_status
 from proxy.chain.outcome import UNSERVED, Health, Outcome, Source
 from proxy.chain.payloads import Payload, failure_report, proxy_error
 from proxy.chain.plan import FailoverPlan, Final, final_answer
+from proxy.chain.streams import ErrorWatch
 from proxy.config.runtime import Runtime
 from proxy.http.exchange import Exchange
 from proxy.http.wire import Reply
 from proxy.upstreams.attempt import Answer, ErrorAnswer
 from proxy.upstreams.exceptions import classify_exception
-from proxy.upstreams.response import UpstreamError, UpstreamResponse
+from proxy.upstreams.response import ErrorEvent, StreamTooLong, UpstreamError, UpstreamResponse
 
 
 class Ending(Enum):
@@ -35,6 +36,7 @@ class Ending(Enum):
 
     COMPLETE = "complete"
     CLIENT_GONE = "client_gone"  # says nothing about the upstream: not counted
+    LIMIT = "limit"  # the proxy's own limit cut it (stream.max_duration): not counted
 
 
 Ended = Callable[["Ending | Failure"], None]
@@ -134,6 +136,17 @@ def relay(exchange: Exchange, plan: FailoverPlan, answer: Answer, ended: Ended) 
         headers.append(("Cache-Status", outcome.cache_status))
     status = upstream_response.status
     reason = upstream_response.reason
+    if status == 101:  # the handler adds the tunnel that takes the connections over
+        headers.append(("Connection", "Upgrade"))
+        headers.append(("Upgrade", upstream_response.headers.get("Upgrade", "")))
+        ended(Ending.COMPLETE)
+        return Reply(status, headers, reason=reason)
+    if answer.stream is not None:
+        # chunks go out as they arrive, never with a Content-Length (even a stream that
+        # ended while held), so a cut one is never mistaken for a whole one
+        watch = ErrorWatch(answer.stream) if exchange.route.stream.abort_on_error_event else None
+        stream = _stream(upstream_response, answer.chunks, ended, watch)
+        return Reply(status, headers, reason=reason, stream=stream)
     if answer.complete:
         upstream_response.release()
         ended(Ending.COMPLETE)
@@ -155,24 +168,38 @@ def relay(exchange: Exchange, plan: FailoverPlan, answer: Answer, ended: Ended) 
 
 
 async def _stream(
-    upstream_response: UpstreamResponse, chunks: list[bytes], ended: Ended
+    upstream_response: UpstreamResponse,
+    chunks: list[bytes],
+    ended: Ended,
+    watch: ErrorWatch | None = None,
 ) -> AsyncIterator[bytes]:
     """The rest of the body as it arrives. If the upstream fails now, the failure is
     raised to the listener, which aborts the client connection (never a clean end), and
-    reported, so it still counts; a client that left is reported as such."""
+    reported, so it still counts; a client that left is reported as such. ``watch``: a
+    stream aborted after the chunk that carries an error event (that chunk still goes
+    out, so the client can read why)."""
     ending: Ending | Failure = Ending.CLIENT_GONE
     try:
         for chunk in chunks:
             yield chunk
+            if watch is not None and (problem := watch.feed(chunk)) is not None:
+                ending = Failure.INVALID_RESPONSE
+                raise ErrorEvent(problem)
         while True:
             try:
                 chunk = await upstream_response.read_chunk()
+            except StreamTooLong:
+                ending = Ending.LIMIT
+                raise
             except (UpstreamError, OSError) as exc:
                 ending = classify_exception(exc) or Failure.BODY_TRUNCATED
                 raise
             if not chunk:
                 break
             yield chunk
+            if watch is not None and (problem := watch.feed(chunk)) is not None:
+                ending = Failure.INVALID_RESPONSE
+                raise ErrorEvent(problem)
         ending = Ending.COMPLETE
     finally:
         if ending is Ending.COMPLETE:

@@ -17,7 +17,14 @@ from proxy.chain.plan import FailoverPlan
 from proxy.http.bodies import ClientBodyError, StreamedBody
 from proxy.http.exchange import Chosen, Exchange
 from proxy.ops.stats import Stats
-from proxy.upstreams.attempt import Answer, ErrorAnswer, Failed, attempt, injected_failure
+from proxy.upstreams.attempt import (
+    Answer,
+    ErrorAnswer,
+    Failed,
+    Streaming,
+    attempt,
+    injected_failure,
+)
 from proxy.upstreams.drills import Drills
 
 # How a walk ended: its plan (the failed hops), the answer it settled on (its call still
@@ -49,6 +56,10 @@ class ChainWalk:
         deadline_at = loop.time() + route.deadline  # a slow upload is bounded by its own timeout
         may_resend = route.policy.may_resend(exchange.method, "Idempotency-Key" in exchange.headers)
         plan = FailoverPlan(route.upstreams, route.policy, may_resend, deadline_at)
+        upgrade = exchange.request is not None and exchange.request.upgrade
+        streaming = None
+        if route.response_mode != "buffer" and not upgrade:
+            streaming = Streaming(route.response_mode, route.stream, exchange.headers.get("Accept"))
         last_error: ErrorAnswer | None = None
         step = plan.first()
         while (upstream := step.upstream) is not None:
@@ -72,6 +83,9 @@ class ChainWalk:
             )
             if "X-Request-Id" not in exchange.headers:
                 upstream_headers.append(("X-Request-Id", exchange.request_id))
+            if upgrade:  # hop-by-hop, so dropped above: this hop asks for it again
+                upstream_headers.append(("Connection", "Upgrade"))
+                upstream_headers.append(("Upgrade", exchange.headers.get("Upgrade", "")))
             data: bytes | AsyncIterator[bytes] | None = body
             if streamed is not None:
                 data = streamed.chunks()
@@ -97,6 +111,9 @@ class ChainWalk:
                     max_buffered=runtime.limits.max_buffered_response,
                     validator=route.validator,
                     may_resend=may_resend,
+                    streaming=streaming,
+                    read_timeout=route.upgrade.handshake_timeout if upgrade else None,
+                    upgrade=upgrade,
                 )
             except BaseException:
                 guard.abandon(ticket)

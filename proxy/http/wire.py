@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -82,6 +82,9 @@ class Reply:
     length: int | None = None
     keep_length: str | None = None
     close: bool = False  # close the connection after this answer
+    # a 101: what takes the client's connection over once the head is written (the
+    # client's transport and the bytes it sent after its request's head)
+    tunnel: Callable[[asyncio.Transport, bytes], None] | None = None
 
 
 def response_head(
@@ -112,7 +115,9 @@ def response_head(
             keep_alive = False  # an HTTP/1.0 client: the end of the body is the close
     elif status == 304 and reply.keep_length is not None:
         parts.append(f"Content-Length: {reply.keep_length}\r\n")
-    if not keep_alive or reply.close:
+    if reply.tunnel is not None:
+        pass  # a 101 carries its own Connection: Upgrade
+    elif not keep_alive or reply.close:
         parts.append("Connection: close\r\n")
     elif version < (1, 1):
         parts.append("Connection: keep-alive\r\n")

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from proxy.buffer.buffer import WriteBuffer
 from proxy.cache.store import Store
@@ -60,6 +60,16 @@ class ConfigInfo:
     needs_restart: list[str] = field(default_factory=list)  # changes not applied by a reload
 
 
+class TunnelCounts(Protocol):
+    """What the reports read of the open tunnels (:class:`proxy.http.tunnels.Tunnels`)."""
+
+    def count(self, route: str) -> int: ...
+
+    def routes(self) -> list[str]: ...
+
+    def bytes(self, route: str) -> tuple[int, int]: ...
+
+
 @dataclass
 class Observed:
     """Everything ``/health``, the metrics and the status page read."""
@@ -74,6 +84,7 @@ class Observed:
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
     buffer: WriteBuffer | None = None
+    tunnels: TunnelCounts | None = None
 
     def runtime(self) -> Runtime:
         """The config being served now."""
@@ -152,6 +163,7 @@ def _route(observed: Observed, name: str, upstreams: tuple[str, ...]) -> RouteRe
         served_since_start=_shares(stats.served, since_start),
         time_in_health_s={k: round(v, 1) for k, v in stats.time_in_health().items()},
         oldest_stale_served_s=stats.oldest_stale_served(),
+        open_tunnels=observed.tunnels.count(name) if observed.tunnels is not None else 0,
     )
 
 

@@ -35,6 +35,27 @@ class ProxyCollector(Collector):
         yield from self._cache()
         yield from self._config()
         yield from self._buffer()
+        yield from self._tunnels()
+
+    def _tunnels(self) -> Iterator[Metric]:
+        tunnels = self.observed.tunnels
+        open_now = GaugeMetricFamily(
+            "failover_tunnels_open",
+            "Upgraded connections (WebSockets) relayed now, by route",
+            labels=["route"],
+        )
+        relayed = CounterMetricFamily(
+            "failover_tunnel_bytes",
+            "Bytes relayed through tunnels by route and direction (up: client to upstream)",
+            labels=["route", "direction"],
+        )
+        if tunnels is not None:
+            for route in tunnels.routes():
+                open_now.add_metric([route], tunnels.count(route))
+                up, down = tunnels.bytes(route)
+                relayed.add_metric([route, "up"], up)
+                relayed.add_metric([route, "down"], down)
+        yield from (open_now, relayed)
 
     def _requests(self) -> Iterator[Metric]:
         stats = self.observed.stats

@@ -125,6 +125,7 @@ class RouteReport:
     served_since_start: dict[str, float]
     time_in_health_s: dict[str, float]
     oldest_stale_served_s: float | None
+    open_tunnels: int = 0  # upgraded connections (WebSockets) relayed now
 
     def json(self) -> dict[str, Any]:
         body = dataclasses.asdict(self)

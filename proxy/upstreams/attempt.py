@@ -23,7 +23,9 @@ from multidict import CIMultiDict
 
 from proxy.chain.errors import Failure, classify_status
 from proxy.chain.headers import HeaderList, parse_retry_after
+from proxy.chain.streams import FirstEvent, FirstEventScanner, StreamKind, stream_kind
 from proxy.chain.validate import Validator
+from proxy.config.runtime import StreamSettings
 from proxy.upstreams.client import UpstreamClient
 from proxy.upstreams.drills import Drill
 from proxy.upstreams.exceptions import classify_exception
@@ -34,11 +36,23 @@ log = logging.getLogger("failover_proxy")
 
 @dataclass(slots=True)
 class Answer:
-    """A good upstream answer; ``chunks`` is its body so far, all of it if ``complete``."""
+    """A good upstream answer; ``chunks`` is its body so far, all of it if ``complete``.
+    ``stream``: the answer is a stream of that kind, committed at its first event."""
 
     response: UpstreamResponse
     chunks: list[bytes]
     complete: bool
+    stream: StreamKind | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Streaming:
+    """What a try needs to know to tell and hold a stream: the route's
+    ``response_mode`` and ``stream`` settings, and the request's ``Accept``."""
+
+    mode: str
+    settings: StreamSettings
+    accept: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +132,71 @@ async def _validated(
     return Answer(response, [body], True)
 
 
+async def _held(
+    client: UpstreamClient,
+    response: UpstreamResponse,
+    kind: StreamKind,
+    settings: StreamSettings,
+    validator: Validator | None,
+) -> Answer | Failed:
+    """A stream held until its first event that carries data, or ``hold_max`` bytes:
+    the commit point. Until then it may still fail (it ends, stalls past
+    ``first_event_timeout``, or its first event is an error or fails validation) and
+    the chain moves on; after it, the route's deadline no longer applies and the
+    stream's own limits do."""
+    name = client.settings.name
+    wait = settings.first_event_timeout or client.settings.read_timeout
+    response.stream_limits(wait)  # the silence allowed before the first event
+    scanner = FirstEventScanner(kind)
+    chunks: list[bytes] = []
+    event: FirstEvent | None = None
+    complete = False
+    try:
+        async with asyncio.timeout(wait):
+            while event is None and scanner.held < settings.hold_max:
+                chunk = await response.read_chunk()
+                if not chunk:
+                    complete = True
+                    break
+                chunks.append(chunk)
+                event = scanner.feed(chunk)
+    except TimeoutError:
+        response.close()
+        log.info("%s sent no first event within %ss", name, wait)
+        return Failed(Failure.READ_TIMEOUT)
+    problem: str | None = None
+    if event is not None:
+        problem = event.error
+        if problem is None and validator is not None:
+            content_type = response.headers.get("Content-Type")
+            problem = validator.problem(response.status, content_type, event.data)
+    elif complete and kind is not StreamKind.OTHER:
+        problem = "the stream ended before its first event"
+    if problem is not None:
+        response.close()
+        log.info("%s answered %s: %s", name, response.status, problem)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        return Failed(Failure.INVALID_RESPONSE, response.status, retry_after)
+    response.stream_limits(
+        settings.idle_timeout, deadline=False, max_duration=settings.max_duration
+    )
+    return Answer(response, chunks, complete, kind)
+
+
+def _stream_kind(response: UpstreamResponse, streaming: Streaming | None) -> StreamKind | None:
+    if streaming is None or streaming.mode == "buffer":
+        return None
+    if response.method == "HEAD" or response.status in (204, 304):
+        return None  # no body to stream
+    headers = response.headers
+    return stream_kind(
+        streaming.mode,
+        headers.get("Content-Type"),
+        headers.get("X-Accel-Buffering"),
+        streaming.accept,
+    )
+
+
 async def attempt(
     client: UpstreamClient,
     method: str,
@@ -130,6 +209,9 @@ async def attempt(
     max_buffered: int,
     validator: Validator | None = None,
     may_resend: bool = False,
+    streaming: Streaming | None = None,
+    read_timeout: float | None = None,
+    upgrade: bool = False,
 ) -> Answer | Failed:
     """One try, within the route's deadline: the connection's one timer enforces it
     together with the read timeout (no timer of its own per try)."""
@@ -139,17 +221,36 @@ async def attempt(
     name = client.settings.name
     try:
         response = await client.send(
-            method, target, headers, data, may_resend=may_resend, deadline=deadline_at
+            method,
+            target,
+            headers,
+            data,
+            may_resend=may_resend,
+            deadline=deadline_at,
+            read_timeout=read_timeout,
         )
+        if response.status == 101:
+            if upgrade:
+                return Answer(response, [], False)  # switched: the caller tunnels it
+            response.close()
+            log.info("%s switched protocols unasked", name)
+            return Failed(Failure.PROTOCOL_ERROR, 101)
         failure = classify_status(response.status, failure_statuses)
         if failure is not None:
             return await _failed_answer(client, response, failure, max_buffered)
+        kind = _stream_kind(response, streaming)
+        if kind is not None and streaming is not None:
+            return await _held(client, response, kind, streaming.settings, validator)
         if validator is not None:
             return await _validated(name, response, validator)
         if response.complete:  # the whole body came with the head: nothing to wait for
             return Answer(response, response.take_all(), True)
         chunks, complete = await _read_up_to(response, max_buffered)
         return Answer(response, chunks, complete)
+    except asyncio.CancelledError:
+        if response is not None:
+            response.close()  # the client left: the upstream call stops now
+        raise
     except Exception as exc:
         if response is not None:
             response.close()

@@ -111,6 +111,7 @@ class UpstreamClient:
         *,
         may_resend: bool,
         deadline: float | None = None,
+        read_timeout: float | None = None,
     ) -> Coroutine[Any, Any, UpstreamResponse]:
         """One request; awaited, its answer's head (the body is read from the answer).
         A plain function handing back the pool's coroutine: one frame fewer for every
@@ -136,7 +137,7 @@ class UpstreamClient:
             method,
             head,
             data,
-            read_timeout=self.settings.read_timeout,
+            read_timeout=self.settings.read_timeout if read_timeout is None else read_timeout,
             may_resend=may_resend,
             chunked=chunked,
             deadline=deadline,

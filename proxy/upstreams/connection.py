@@ -27,6 +27,7 @@ from proxy.upstreams.response import (
     DeadlineExceeded,
     Framing,
     ReadTimedOut,
+    StreamTooLong,
     UpstreamError,
     UpstreamResponse,
 )
@@ -69,6 +70,8 @@ class UpstreamConnection(WriteFlow):
         self.deadline: float | None = None  # the route's, in loop time
         self._by_deadline = False
         self._timer: asyncio.TimerHandle | None = None
+        self._stream_timer: asyncio.TimerHandle | None = None  # stream.max_duration
+        self.upgraded: bytes | None = None  # after a 101: the bytes that followed it
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,6 +80,9 @@ class UpstreamConnection(WriteFlow):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
+        if self._stream_timer is not None:
+            self._stream_timer.cancel()
+            self._stream_timer = None
         head, response = self._head, self._response
         if head is not None and not head.done():
             # only a pooled connection dying before any byte of the answer may have
@@ -95,11 +101,19 @@ class UpstreamConnection(WriteFlow):
         if self._head is None and self._response is None:
             self.abort()  # bytes nobody asked for: this connection cannot be trusted
             return
+        if self.upgraded is not None:
+            self.upgraded += data  # after a 101, before the tunnel takes the connection
+            return
         self._answer_began = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # a 101: the caller decides what the bytes after it are
+        except httptools.HttpParserUpgrade as exc:
+            # a 101: what follows its head is the other protocol's, kept for the tunnel;
+            # reading waits until the tunnel takes the connection over
+            self.upgraded = data[exc.args[0] :]
+            self._keep_alive = False
+            if self.transport is not None:
+                self.transport.pause_reading()
         except (httptools.HttpParserError, ValueError) as exc:
             self._fail(BadAnswer(f"the upstream's answer is not valid HTTP: {exc}"))
 
@@ -245,6 +259,30 @@ class UpstreamConnection(WriteFlow):
         if timeout is not None:
             self._timer = self.loop.call_later(timeout, self._timed_out)
 
+    def stream_limits(
+        self, read_timeout: float, *, deadline: bool, max_duration: float | None
+    ) -> None:
+        self._read_timeout = read_timeout
+        if not deadline:
+            self.deadline = None
+        if max_duration is not None and self._stream_timer is None:
+            self._stream_timer = self.loop.call_later(max_duration, self._ran_too_long)
+
+    def detach(self) -> tuple[asyncio.Transport, bytes]:
+        """After a 101: the transport, with the bytes that followed the answer's head,
+        handed to a tunnel. The pool forgets the connection (a reload's closing of the
+        pool does not touch it); reading stays paused until the tunnel starts."""
+        assert self.transport is not None and self.upgraded is not None
+        self._cancel_timer()
+        self._response = None
+        self.pool.forget(self)
+        pending, self.upgraded = self.upgraded, b""
+        return self.transport, pending
+
+    def _ran_too_long(self) -> None:
+        self._stream_timer = None
+        self._fail(StreamTooLong("the stream ran past its max_duration"))
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -286,6 +324,9 @@ class UpstreamConnection(WriteFlow):
     def abort(self) -> None:
         self.closed = True
         self._cancel_timer()
+        if self._stream_timer is not None:
+            self._stream_timer.cancel()
+            self._stream_timer = None
         if self.transport is not None:
             self.transport.abort()
 
@@ -293,6 +334,9 @@ class UpstreamConnection(WriteFlow):
         if self._response is response:
             self._response = None
         self._cancel_timer()
+        if self._stream_timer is not None:
+            self._stream_timer.cancel()
+            self._stream_timer = None
         if reusable and self._keep_alive and not self.closed:
             self.pool.put_back(self)
         else:

@@ -19,6 +19,7 @@ from proxy.upstreams.response import (
     ConnectionLost,
     ConnectTimedOut,
     DeadlineExceeded,
+    ErrorEvent,
     ReadTimedOut,
 )
 
@@ -28,6 +29,7 @@ _OURS: tuple[tuple[type[BaseException], Failure], ...] = (
     (ReadTimedOut, Failure.READ_TIMEOUT),
     (BodyCut, Failure.BODY_TRUNCATED),
     (BadAnswer, Failure.PROTOCOL_ERROR),
+    (ErrorEvent, Failure.INVALID_RESPONSE),
     (ConnectionLost, Failure.CONNECTION_RESET),
     (socket.gaierror, Failure.DNS_ERROR),
 )

@@ -31,6 +31,12 @@ class _Connection(Protocol):
 
     def done_with(self, response: UpstreamResponse, *, reusable: bool) -> None: ...
 
+    def stream_limits(
+        self, read_timeout: float, *, deadline: bool, max_duration: float | None
+    ) -> None: ...
+
+    def detach(self) -> tuple[asyncio.Transport, bytes]: ...
+
 
 def request_head(method: str, target: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
     """An upstream request's head (the headers already hold Host and the framing)."""
@@ -83,6 +89,15 @@ class BodyCut(UpstreamError):
 
 class BadAnswer(UpstreamError):
     """The upstream spoke broken HTTP."""
+
+
+class ErrorEvent(UpstreamError):
+    """A committed stream carried an error event (``stream.abort_on_error_event``)."""
+
+
+class StreamTooLong(UpstreamError):
+    """A committed stream ran past the route's ``stream.max_duration``: the proxy's
+    limit, not the upstream's failure."""
 
 
 class Framing:
@@ -225,6 +240,23 @@ class UpstreamResponse:
         return data
 
     readany = read_chunk  # the name aiohttp's StreamReader gives it
+
+    def stream_limits(
+        self, read_timeout: float, *, deadline: bool = True, max_duration: float | None = None
+    ) -> None:
+        """The timers a stream's body is read under from now on: ``read_timeout`` for
+        the silence between chunks, the route's deadline only while ``deadline``, and
+        ``max_duration`` from now for the rest of it."""
+        if self._conn is not None:
+            self._conn.stream_limits(read_timeout, deadline=deadline, max_duration=max_duration)
+
+    def detach(self) -> tuple[asyncio.Transport, bytes]:
+        """A 101's connection, taken out of the pool for a tunnel (see the connection's
+        ``detach``)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            raise BodyCut("the answer was closed")
+        return conn.detach()
 
     def take_all(self) -> list[bytes]:
         """The whole body of a complete answer, at once (no coroutine)."""

@@ -37,6 +37,8 @@ from proxy.chain.errors import SKIPPED
 from proxy.config.loader import parse_yaml
 from proxy.config.schema import Config
 from proxy.config.units import parse_duration
+from proxy.demo.chat import CHAT_EVERY, CHAT_PATH, TOKEN_GAP, chat_stream, drive_chat
+from proxy.demo.hops import failed_hops
 from proxy.ops.health import circuit_state
 
 LOOPBACK = "127.0.0.1"
@@ -45,9 +47,19 @@ RATE = 5  # requests per second of the schedule
 SLOW = 2.0  # how long the slow primary takes to answer; its read timeout is 1s
 UPSTREAMS = ("primary", "secondary")
 # Durations in demo.yaml that --speed divides.
-SCALED_KEYS = frozenset({"connect", "read", "open_for", "max_open_for", "deadline", "stale_for"})
+SCALED_KEYS = frozenset(
+    {
+        "connect",
+        "read",
+        "open_for",
+        "max_open_for",
+        "deadline",
+        "stale_for",
+        "first_event_timeout",
+        "idle_timeout",
+    }
+)
 SKIP_CLASSES = frozenset(failure.value for failure in SKIPPED)
-HTTP_FAILURES = frozenset({"http_5xx", "http_429", "http_status"})  # shown as their status
 DRIVERS = [
     {"number": 1, "name": "Max Verstappen"},
     {"number": 4, "name": "Lando Norris"},
@@ -59,7 +71,8 @@ DRIVERS = [
 class Phase:
     """From ``start`` (seconds of the schedule) on, how each demo upstream behaves:
     ``ok``, ``error`` (500 from the primary, 503 from the secondary), ``slow`` (answers
-    after ``SLOW``), ``empty`` (200 with ``{"drivers": []}``, which validation refuses)."""
+    after ``SLOW``), ``empty`` (200 with ``{"drivers": []}``, which validation refuses),
+    ``bad_stream`` (as ``ok``, but its chat stream's first event is an error event)."""
 
     start: float
     label: str
@@ -69,6 +82,7 @@ class Phase:
 
 SCHEDULE = (
     Phase(0, "all healthy", "ok", "ok"),
+    Phase(4, "primary: chat errors", "bad_stream", "ok"),
     Phase(8, "primary: 500 errors", "error", "ok"),
     Phase(11, "primary: slow (2s)", "slow", "ok"),
     Phase(13.5, "primary: empty answers", "empty", "ok"),
@@ -103,8 +117,10 @@ class Clock:
 def upstream_app(name: str, clock: Clock) -> web.Application:
     """A demo upstream that behaves as the current phase says."""
 
-    async def handle(request: web.Request) -> web.Response:
+    async def handle(request: web.Request) -> web.StreamResponse:
         mode = getattr(clock.phase(), name)
+        if request.path.startswith(CHAT_PATH):
+            return await chat_stream(request, name, mode, clock.real(TOKEN_GAP))
         if mode == "error":
             status = 500 if name == "primary" else 503
             return web.json_response({"error": f"{name} is down"}, status=status)
@@ -154,6 +170,7 @@ class Second:
 class Tally:
     current: Second = field(default_factory=Second)
     total: Counter[str] = field(default_factory=Counter)
+    chats: list[str] = field(default_factory=list)  # one line per chat stream that ended
 
     def take(self) -> Second:
         second, self.current = self.current, Second()
@@ -169,21 +186,6 @@ class Tally:
             # A real failure says more than a skip (the probe that found it still broken).
             if seen is None or (seen in SKIP_CLASSES and why not in SKIP_CLASSES):
                 self.current.failures[upstream] = why
-
-
-def failed_hops(proxy_status: str) -> Iterator[tuple[str, str]]:
-    """``(upstream, why)`` per member of our ``Proxy-Status``: the status it answered
-    with, else the failure class (``read_timeout``, ``invalid_response``, ...)."""
-    for member in proxy_status.split(","):
-        params = dict(
-            part.strip().partition("=")[::2] for part in member.split(";")[1:] if "=" in part
-        )
-        upstream = params.get("next-hop", "").strip('"')
-        details = params.get("details", "").strip('"')
-        status = params.get("received-status")
-        why = status if status and details in HTTP_FAILURES else details
-        if upstream and why:
-            yield upstream, why
 
 
 def line(at: int, phase: Phase, second: Second, breakers: dict[str, str]) -> str:
@@ -234,12 +236,17 @@ async def _drive(session: aiohttp.ClientSession, url: str, clock: Clock, tally: 
 
 
 async def _report(app: ProxyApp, clock: Clock, tally: Tally, seconds: int, out: TextIO) -> None:
-    """One line at the end of every second of the schedule, about that second."""
+    """One line at the end of every second of the schedule, about that second, and one
+    per chat stream that ended in it."""
     for at in range(seconds):
         await asyncio.sleep(max(0.0, clock.started + clock.real(at + 1) - time.monotonic()))
         now = time.monotonic()
         breakers = {name: circuit_state(app.live.current.guards[name], now) for name in UPSTREAMS}
         print(line(at, clock.phase(at + 0.5), tally.take(), breakers), file=out, flush=True)
+        chats = tally.chats[:]
+        tally.chats.clear()  # in place: the chat driver holds this list
+        for chat in chats:
+            print(f"       chat stream: {chat}", file=out, flush=True)
 
 
 async def _listen(app: web.Application) -> tuple[web.AppRunner, int]:
@@ -263,6 +270,9 @@ def _header(
         f"secondary http://{LOOPBACK}:{ports['secondary']}",
         f"  route {route.name}: primary -> secondary -> last good answer (cache, "
         f"stale_for {stale_for:g}s) -> default payload",
+        f"  route chat: {CHAT_PATH}, a token stream (Server-Sent Events) every "
+        f"{CHAT_EVERY}s that fails over before its first token (a primary that is down "
+        "answers 200 with an error event first)",
         *textwrap.wrap(
             f"schedule ({length}): {schedule}. Ctrl-C stops it.",
             width=100,
@@ -330,6 +340,12 @@ async def run_demo(
             clock.restart()
             url = f"http://{LOOPBACK}:{app.port}{PATH}"
             tasks.append(asyncio.create_task(_drive(session, url, clock, tally)))
+            chat_url = f"http://{LOOPBACK}:{app.port}{CHAT_PATH}"
+            tasks.append(
+                asyncio.create_task(
+                    drive_chat(session, chat_url, clock.real(CHAT_EVERY), tally.chats)
+                )
+            )
             report = asyncio.create_task(_report(app, clock, tally, seconds, out))
             waiter = asyncio.create_task(stop.wait())
             tasks += [report, waiter]

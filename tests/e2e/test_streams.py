@@ -1,9 +1,9 @@
 """Streams end to end (docs/configuration.md, "Streams and upgrades"): an SSE or
 NDJSON answer goes out event by event; before its first event carrying data it fails
-over like any answer, after it the route's deadline no longer applies, and a stream the upstream breaks is aborted
-toward the client, never ended cleanly. Timings are in loop time, shared by the
-upstream, the in-process proxy and the client; tolerances are generous for a shared
-CI machine (bench/streams.py measures the real figures)."""
+over like any answer, after it the route's deadline no longer applies, and a stream
+the upstream breaks is aborted toward the client, never ended cleanly. Timings are in
+loop time, shared by the upstream, the in-process proxy and the client; tolerances are
+generous for a shared CI machine (bench/streams.py measures the real figures)."""
 
 from __future__ import annotations
 

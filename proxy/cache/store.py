@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.cache.freshness import NO_LIMITS, UpstreamLimits
 from proxy.cache.rules import uri_of
@@ -24,6 +24,11 @@ class Entry:
     body: bytes
     stored_at: float  # on the store's clock, minus the age the answer arrived with
     limits: UpstreamLimits = NO_LIMITS  # what the upstream's Cache-Control allows
+    # its header lines as served under one config's header rules, rendered at the
+    # first hit (:func:`proxy.http.respond.cached_response`), not at every one
+    rendered: dict[object, tuple[str, bool]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @property
     def size(self) -> int:

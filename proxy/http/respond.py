@@ -25,7 +25,7 @@ from proxy.chain.plan import FailoverPlan, Final, final_answer
 from proxy.chain.streams import ErrorWatch
 from proxy.config.runtime import Runtime
 from proxy.http.exchange import Exchange
-from proxy.http.wire import Reply
+from proxy.http.wire import Reply, has_date, render_fields
 from proxy.upstreams.attempt import Answer, ErrorAnswer
 from proxy.upstreams.exceptions import classify_exception
 from proxy.upstreams.response import ErrorEvent, StreamTooLong, UpstreamError, UpstreamResponse
@@ -43,13 +43,28 @@ Ended = Callable[["Ending | Failure"], None]
 
 
 def cached_response(request_method: str, runtime: Runtime, entry: Entry, age: float) -> Reply:
-    """A stored answer, with ``Age`` (RFC 9111 5.1)."""
-    headers = runtime.forwarding.from_store(entry.headers)
-    headers.append(("Age", str(int(age))))
+    """A stored answer, with ``Age`` (RFC 9111 5.1). Its header lines are rendered once
+    per entry and config (the rules that filter them come with the config)."""
+    forwarding = runtime.forwarding
+    rendered = entry.rendered.get(forwarding)
+    if rendered is None:
+        fields = render_fields(forwarding.from_store(entry.headers))
+        rendered = (fields, has_date(fields))
+        entry.rendered.clear()  # a reload's older rules
+        entry.rendered[forwarding] = rendered
+    fields, dated = rendered
+    headers = [("Age", str(int(age)))]
     if request_method == "HEAD":
         length = str(len(entry.body)) if entry.body else None
-        return Reply(entry.status, headers, reason=entry.reason, keep_length=length)
-    return Reply(entry.status, headers, entry.body, reason=entry.reason)
+        return Reply(
+            entry.status,
+            headers,
+            reason=entry.reason,
+            keep_length=length,
+            fields=fields,
+            dated=dated,
+        )
+    return Reply(entry.status, headers, entry.body, reason=entry.reason, fields=fields, dated=dated)
 
 
 def stamp(runtime: Runtime, reply: Reply, outcome: Outcome, *, clean: bool = False) -> None:
@@ -146,7 +161,7 @@ def relay(exchange: Exchange, plan: FailoverPlan, answer: Answer, ended: Ended) 
         # ended while held), so a cut one is never mistaken for a whole one
         watch = ErrorWatch(answer.stream) if exchange.route.stream.abort_on_error_event else None
         stream = _stream(upstream_response, answer.chunks, ended, watch)
-        return Reply(status, headers, reason=reason, stream=stream)
+        return Reply(status, headers, reason=reason, stream=stream, dated=upstream_response.dated)
     if answer.complete:
         upstream_response.release()
         ended(Ending.COMPLETE)
@@ -154,16 +169,19 @@ def relay(exchange: Exchange, plan: FailoverPlan, answer: Answer, ended: Ended) 
             # the upstream's Content-Length on HEAD/304 describes the GET body
             length = upstream_response.content_length
             keep = str(length) if length is not None else None
-            return Reply(status, headers, reason=reason, keep_length=keep)
+            return Reply(
+                status, headers, reason=reason, keep_length=keep, dated=upstream_response.dated
+            )
         chunks = answer.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return Reply(status, headers, body, reason=reason)
+        return Reply(status, headers, body, reason=reason, dated=upstream_response.dated)
     return Reply(
         status,
         headers,
         reason=reason,
         stream=_stream(upstream_response, answer.chunks, ended),
         length=upstream_response.content_length,
+        dated=upstream_response.dated,
     )
 
 

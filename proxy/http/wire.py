@@ -82,9 +82,37 @@ class Reply:
     length: int | None = None
     keep_length: str | None = None
     close: bool = False  # close the connection after this answer
+    # header lines rendered already (a stored answer's, once per entry), before ``headers``
+    fields: str = ""
+    dated: bool = False  # the headers hold a Date (else one is looked for, and added)
     # a 101: what takes the client's connection over once the head is written (the
     # client's transport and the bytes it sent after its request's head)
     tunnel: Callable[[asyncio.Transport, bytes], None] | None = None
+
+
+def render_fields(headers: HeaderPairs) -> str:
+    """Header lines as they go out."""
+    return "".join([f"{name}: {value}\r\n" for name, value in headers])
+
+
+def has_date(fields: str) -> bool:
+    """Whether rendered header lines hold a Date (a field value holds no CR or LF, so
+    a line's start is a field name's start)."""
+    return fields[:5].lower() == "date:" or "\ndate:" in fields.lower()
+
+
+_status_lines: dict[tuple[int, str | None], str] = {}
+
+
+def status_line(status: int, reason: str | None) -> str:
+    """``HTTP/1.1 200 OK`` and its line end; the few there are, built once each."""
+    line = _status_lines.get((status, reason))
+    if line is None:
+        text = reason if reason is not None else reason_for(status)
+        line = f"HTTP/1.1 {status} {text}\r\n"
+        if len(_status_lines) < 1024:  # an upstream's reason phrases are its own
+            _status_lines[status, reason] = line
+    return line
 
 
 def response_head(
@@ -93,11 +121,11 @@ def response_head(
     """The status line and header section for ``reply``, and whether the body is sent
     chunked. Framing follows RFC 9112 section 6: no body for 1xx/204/304 or HEAD."""
     status = reply.status
-    reason = reply.reason if reply.reason is not None else reason_for(status)
-    fields = "".join([f"{name}: {value}\r\n" for name, value in reply.headers])
-    parts = [f"HTTP/1.1 {status} {reason}\r\n", fields]
-    # a field value holds no CR or LF, so a line start is a field name's start
-    if fields[:5].lower() != "date:" and "\ndate:" not in fields.lower():
+    fields = render_fields(reply.headers)
+    if reply.fields:
+        fields = reply.fields + fields
+    parts = [status_line(status, reply.reason), fields]
+    if not reply.dated and not has_date(fields):
         parts.append(DATE.line)
     chunked = False
     if not (status < 200 or status in (204, 304)):

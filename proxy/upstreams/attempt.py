@@ -188,12 +188,8 @@ def _stream_kind(response: UpstreamResponse, streaming: Streaming | None) -> Str
         return None
     if response.method == "HEAD" or response.status in (204, 304):
         return None  # no body to stream
-    headers = response.headers
     return stream_kind(
-        streaming.mode,
-        headers.get("Content-Type"),
-        headers.get("X-Accel-Buffering"),
-        streaming.accept,
+        streaming.mode, response.content_type, response.accel_buffering, streaming.accept
     )
 
 

@@ -344,7 +344,13 @@ class UpstreamConnection(WriteFlow):
             self.pool.forget(self)
 
 
+_VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
+
+
 def _version(version: str) -> tuple[int, int]:
+    known = _VERSIONS.get(version)
+    if known is not None:
+        return known
     major, _, minor = version.partition(".")
     return int(major or 1), int(minor or 1)
 

@@ -104,12 +104,23 @@ class Framing:
     """What an answer's head says of its body and connection, noted as its fields are
     parsed (no second pass over them)."""
 
-    __slots__ = ("chunked", "connection_listed", "content_length")
+    __slots__ = (
+        "accel_buffering",
+        "chunked",
+        "connection_listed",
+        "content_length",
+        "content_type",
+        "dated",
+    )
 
     def __init__(self) -> None:
         self.content_length: int | None = None
         self.chunked = False
         self.connection_listed: frozenset[str] = frozenset()
+        self.dated = False  # a Date among the headers
+        # what tells a stream (proxy.chain.streams), without a multidict per answer
+        self.content_type: str | None = None
+        self.accel_buffering: str | None = None
 
     def note(self, name: str, value: str) -> None:
         """One header field whose name is one of the framing ones (by length first)."""
@@ -118,13 +129,21 @@ class Framing:
             self.content_length = int(value) if value.isascii() and value.isdigit() else None
         elif lowered == "transfer-encoding":
             self.chunked = "chunked" in value.lower()
+        elif lowered == "date":
+            self.dated = True
+        elif lowered == "content-type":
+            if self.content_type is None:
+                self.content_type = value
+        elif lowered == "x-accel-buffering":
+            self.accel_buffering = value
         elif lowered == "connection":
             listed = value.lower().split(",")
             self.connection_listed |= {token.strip() for token in listed}
 
 
-# the lengths of Content-Length, Transfer-Encoding and Connection: a cheap first test
-FRAMING_NAME_SIZES = frozenset({14, 17, 10})
+# the lengths of the names Framing notes (Content-Length, Transfer-Encoding and
+# X-Accel-Buffering, Connection, Date, Content-Type): a cheap first test
+FRAMING_NAME_SIZES = frozenset({14, 17, 10, 4, 12})
 
 
 class UpstreamResponse:
@@ -137,10 +156,13 @@ class UpstreamResponse:
         "_headers",
         "_queued",
         "_waiter",
+        "accel_buffering",
         "chunked",
         "complete",
         "connection_listed",
         "content_length",
+        "content_type",
+        "dated",
         "method",
         "pairs",
         "reason",
@@ -170,6 +192,9 @@ class UpstreamResponse:
         self.content_length = framing.content_length
         self.chunked = framing.chunked
         self.connection_listed = framing.connection_listed
+        self.dated = framing.dated
+        self.content_type = framing.content_type
+        self.accel_buffering = framing.accel_buffering
         self._chunks: deque[bytes] = deque()
         self._queued = 0
         self._waiter: asyncio.Future[None] | None = None

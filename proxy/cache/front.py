@@ -211,8 +211,9 @@ class CacheFront:
         limits = upstream_limits(response.headers) if rules.honour_cache_control else NO_LIMITS
         if limits.fresh <= 0 and limits.stale <= 0:
             return None  # the upstream forbids every use we could make of it
+        # Via names the protocol of the message received: the upstream's (RFC 9110 7.6.3)
         headers = exchange.runtime.forwarding.downstream_response(
-            response.headers, exchange.version
+            response.headers, response.version
         )
         stored_at = self.store.now() - initial_age(response.headers)
         return Entry(

@@ -1,6 +1,9 @@
-"""What each request did, once its answer is out: counted (:mod:`proxy.ops.stats`) and
-logged as one structured line on ``failover_proxy.access`` (:mod:`proxy.ops.logs`).
-What served it is read from the outcome recorded on the exchange, not from the headers."""
+"""What each request did, once its answer is decided (before it is written; for an
+answer that streams, at its commit point, so ``duration_ms`` is the time to the first
+byte): counted (:mod:`proxy.ops.stats`) and logged as one structured line on
+``failover_proxy.access`` (:mod:`proxy.ops.logs`). What served it is read from the
+outcome recorded on the exchange, not from the headers; how a stream ended is told to
+its upstream's guard, which counts a cut one as a failure."""
 
 from __future__ import annotations
 

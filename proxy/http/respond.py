@@ -115,7 +115,7 @@ def when_all_failed(
         reply = payload_response(route.default)
         source = Source.DEFAULT
     elif final is Final.PASS_THROUGH and last_error is not None:
-        headers = runtime.forwarding.downstream_response(last_error.headers, exchange.version)
+        headers = runtime.forwarding.downstream_response(last_error.headers, last_error.version)
         reply = Reply(last_error.status, headers, last_error.body, reason=last_error.reason)
         source = last_error.upstream
     else:

@@ -267,7 +267,7 @@ class Tunnel:
             self._arm(self.loop.time() + self.limits.idle_timeout)  # the close's bound
 
     def _finish_if_done(self) -> None:
-        if not (self._client.lost and self._upstream.lost):
+        if self.closed or not (self._client.lost and self._upstream.lost):
             return
         self.closed = True
         self._cancel_timer()

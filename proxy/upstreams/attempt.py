@@ -64,6 +64,7 @@ class ErrorAnswer:
     reason: str | None
     headers: CIMultiDict[str]
     body: bytes
+    version: tuple[int, int] = (1, 1)  # the upstream's HTTP version (Via names it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,7 @@ async def _failed_answer(
             reason=response.reason,
             headers=CIMultiDict(response.headers),
             body=b"".join(chunks),
+            version=response.version,
         )
     else:
         response.close()

@@ -386,7 +386,7 @@ async def test_max_duration_closes_a_busy_tunnel() -> None:
             with contextlib.suppress(ConnectionError):
                 await rig.client.send(b"tick")
             await asyncio.sleep(0.02)
-        assert 0.3 <= loop.time() - tunnel.opened_at < 1.5
+        assert 0.29 <= loop.time() - tunnel.opened_at < 1.5  # uvloop counts milliseconds
         assert rig.ended[0][0] == "max_duration"
         got = await rig.upstream.read_to_end()
         assert len(got) == tunnel.bytes_up and got == (b"tick" * 1000)[: len(got)]

@@ -253,11 +253,9 @@ class ProxyApp:
 
     async def _close_listener(self, listener: Listener) -> None:
         """Stop accepting; requests in flight finish until the drain's deadline (or
-        ``shutdown_grace`` from now, without a drain); what still runs is cancelled."""
+        ``shutdown_grace`` from the stop, without a drain); what still runs is cancelled."""
         loop = asyncio.get_running_loop()
-        deadline = self._drain_deadline
-        if deadline is None:
-            deadline = loop.time() + self.live.current.runtime.config.shutdown_grace
+        deadline = self._drain_deadline or loop.time()
         listener.stop_accepting()
         while self.live.in_flight and loop.time() < deadline and not self.hurry.is_set():
             await asyncio.sleep(_DRAIN_POLL)
@@ -273,9 +271,7 @@ class ProxyApp:
         """Tunnels (WebSockets) run on until ``shutdown_grace`` is over (counted from the
         drain's start), then are closed: a long-lived one would hold the exit forever."""
         loop = asyncio.get_running_loop()
-        deadline = (
-            self._drain_deadline or loop.time() + self.live.current.runtime.config.shutdown_grace
-        )
+        deadline = self._drain_deadline or loop.time()
         grace = 0.0 if self.hurry.is_set() else max(0.0, deadline - loop.time())
         await self.handler.tunnels.close_all(grace)
 
@@ -336,6 +332,9 @@ class ProxyApp:
 
     async def stop(self) -> None:
         self.ops.ready = False
+        if self._drain_deadline is None:  # no drain: shutdown_grace counts from now
+            grace = self.live.current.runtime.config.shutdown_grace
+            self._drain_deadline = asyncio.get_running_loop().time() + grace
         if self.reloader is not None:
             await self.reloader.stop()
         await self.checks.close()

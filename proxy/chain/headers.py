@@ -78,6 +78,22 @@ def _connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
 HeaderList = list[tuple[str, str]]
 """Headers as built for sending: aiohttp turns a list into its multidict in one go."""
 
+
+def upgrade_fields(client_headers: Mapping[str, str]) -> HeaderList:
+    """What an upgrade request asks of the next hop, asked again by the proxy (the
+    ``Connection`` options are hop-by-hop, so the forwarding rules dropped them):
+    ``Connection: Upgrade`` plus any other option the client listed and sent a field
+    for (h2c's ``HTTP2-Settings``), that field as sent, and the client's ``Upgrade``."""
+    wanted = {
+        name
+        for name in _connection_listed(client_headers)
+        if name not in HOP_BY_HOP and name not in ("upgrade", "close")
+    }
+    fields = [(name, value) for name, value in client_headers.items() if name.lower() in wanted]
+    options = ", ".join(["Upgrade", *sorted({name for name, _ in fields})])
+    return [("Connection", options), ("Upgrade", client_headers.get("Upgrade", "")), *fields]
+
+
 _SF_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _SF_FIRST_TOKEN = re.compile(r"[^;,\s]*")
 

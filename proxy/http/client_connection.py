@@ -24,30 +24,24 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
 
-from proxy.http.request import IncomingRequest, Refused, RequestBody
-from proxy.http.wire import LAST_CHUNK, Reply, chunk, response_head
+from proxy.http.request import (
+    Handler,
+    IncomingRequest,
+    ListenerLimits,
+    RefusalAnswer,
+    Refused,
+    RequestBody,
+)
+from proxy.http.sending import close_stream, send_stream
+from proxy.http.wire import Reply, response_head
 from proxy.upstreams.flow import WriteFlow
 
 log = logging.getLogger("failover_proxy")
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerLimits:
-    max_request_line: int
-    max_header_size: int
-    max_headers: int
-    header_timeout: float
-    linger: float
-
-
-Handler = Callable[[IncomingRequest], Awaitable[Reply]]
-RefusalAnswer = Callable[[int, str], Reply]
 
 
 class _Listener(Protocol):
@@ -87,6 +81,7 @@ class ClientConnection(WriteFlow):
         self._started_head = False
         self._stop_parsing = False
         self._upgrade_data: bytes | None = None  # sent after an Upgrade request's head
+        self._upgrade_body_left = 0  # bytes of an Upgrade request's body still to come
         self.tunnelled = False  # the connection is a tunnel's now
 
     # asyncio.Protocol
@@ -115,8 +110,9 @@ class ClientConnection(WriteFlow):
     def data_received(self, data: bytes) -> None:
         if self._stop_parsing:
             if self._upgrade_data is not None:  # before the 101: kept for the tunnel
-                self._upgrade_data += data
-                self.pause_reading()
+                self._upgrade_data += self._upgrade_body_bytes(data)
+                if not self._upgrade_body_left:
+                    self.pause_reading()
             return
         try:
             self._parser.feed_data(data)
@@ -124,8 +120,9 @@ class ClientConnection(WriteFlow):
             # what follows is not HTTP: kept for a tunnel if the upstream switches (the
             # rest waits in the kernel meanwhile); else the answer ends the connection
             self._stop_parsing = True
-            self._upgrade_data = data[exc.args[0] :]
-            self.pause_reading()
+            self._upgrade_data = self._upgrade_body_bytes(data[exc.args[0] :])
+            if not self._upgrade_body_left:
+                self.pause_reading()
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, Refused):
@@ -136,6 +133,23 @@ class ClientConnection(WriteFlow):
         except httptools.HttpParserError as exc:
             log.debug("refused a malformed request from %s: %s", self.remote, exc)
             self._refuse(400, "the request is malformed")
+
+    def _upgrade_body_bytes(self, data: bytes) -> bytes:
+        """An upgrade request's body out of the bytes after its head (by its length);
+        what is left is the new protocol's."""
+        left = self._upgrade_body_left
+        if not left:
+            return data
+        piece, rest = data[:left], data[left:]
+        self._upgrade_body_left = left - len(piece)
+        body = self._body
+        if body is not None:
+            if piece:
+                body.feed(piece)
+            if not self._upgrade_body_left:
+                body.finish()
+                self._body = None
+        return rest
 
     def eof_received(self) -> bool | None:
         """The client closed its side: it is gone (as nginx takes it by default), and
@@ -187,15 +201,22 @@ class ClientConnection(WriteFlow):
                 chunked = True
         if hosts > 1 or (hosts == 0 and version >= (1, 1)):
             raise Refused(400, "an HTTP/1.1 request needs exactly one Host header")
+        upgrade = parser.should_upgrade()
+        if upgrade and chunked:
+            # llhttp hands over everything after an upgrade request's head unparsed: a
+            # body is taken by its length (RFC 9110 7.8: the new protocol starts after it)
+            raise Refused(400, "an Upgrade request's body needs a Content-Length")
         if length or chunked:
             body = RequestBody(self)
+            if upgrade:
+                self._upgrade_body_left = length or 0
         self._body = body
         self._in_body = True
         self.deadline = None
         request = IncomingRequest(
             self, method, self._url, version, pairs, length, parser.should_keep_alive(), body
         )
-        if parser.should_upgrade():
+        if upgrade:
             request.upgrade = True
             request.keep_alive = False
         self._queue.append(request)
@@ -210,6 +231,8 @@ class ClientConnection(WriteFlow):
             self._body.feed(body)
 
     def on_message_complete(self) -> None:
+        if self._upgrade_body_left:
+            return  # llhttp ends an upgrade request at its head: its body is still to come
         if self._body is not None:
             self._body.finish()
             self._body = None
@@ -297,26 +320,12 @@ class ClientConnection(WriteFlow):
             else:
                 transport.writelines([head, reply.body])
             return keep
-        if head_only:
-            transport.write(head)
-            await _close_stream(stream)
-            return keep
         transport.write(head)
-        try:
-            async for data in stream:
-                if data:
-                    transport.write(chunk(data) if chunked else data)
-                    if self._write_paused:
-                        await self.drain()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            transport.abort()  # never a clean end for a body cut short
+        if head_only:
+            await close_stream(stream)
+            return keep
+        if not await send_stream(self, transport, stream, chunked=chunked):
             return False
-        finally:
-            await _close_stream(stream)  # it reports how it ended (the client may have left)
-        if chunked:
-            transport.write(LAST_CHUNK)
         return keep and (chunked or reply.length is not None)
 
     def _hand_over(self, start: Callable[[asyncio.Transport, bytes], None]) -> None:
@@ -388,9 +397,3 @@ class ClientConnection(WriteFlow):
         """The request head did not arrive in time: the connection is closed (as an idle
         keep-alive one is); nothing was asked, so nothing is answered."""
         self._close()
-
-
-async def _close_stream(stream: object) -> None:
-    close = getattr(stream, "aclose", None)
-    if close is not None:
-        await close()

@@ -155,6 +155,10 @@ class ProxyHandler:
             try:
                 with self.live.using(exchange.generation, background=False):
                     response = await self.proxy(exchange)
+            except ClientBodyError as exc:
+                exchange.outcome = UNSERVED
+                response = own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
+            else:
                 chosen = exchange.chosen
                 if response.status == 101 and chosen is not None:
                     response.tunnel = self.tunnels.opener(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.http.client_connection import ClientConnection, Handler, ListenerLimits, RefusalAnswer
+from proxy.http.client_connection import ClientConnection
+from proxy.http.request import Handler, ListenerLimits, RefusalAnswer
 from proxy.http.wire import DATE
 
 __all__ = ["Listener", "ListenerLimits"]

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from multidict import CIMultiDict
+
+from proxy.http.wire import Reply
 
 HIGH_WATER = 256 * 1024
 
@@ -161,3 +165,18 @@ class IncomingRequest:
     def send_continue(self) -> None:
         """``100 Continue`` for a client that waits for it before sending the body."""
         self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """What the main listener enforces on each connection's requests."""
+
+    max_request_line: int
+    max_header_size: int
+    max_headers: int
+    header_timeout: float
+    linger: float
+
+
+Handler = Callable[[IncomingRequest], Awaitable[Reply]]  # answers a request
+RefusalAnswer = Callable[[int, str], Reply]  # the proxy's answer to a request it refused

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from proxy.buffer.rules import final
 from proxy.chain.errors import Failure
+from proxy.chain.headers import upgrade_fields
 from proxy.chain.plan import FailoverPlan
 from proxy.http.bodies import ClientBodyError, StreamedBody
 from proxy.http.exchange import Chosen, Exchange
@@ -84,8 +85,7 @@ class ChainWalk:
             if "X-Request-Id" not in exchange.headers:
                 upstream_headers.append(("X-Request-Id", exchange.request_id))
             if upgrade:  # hop-by-hop, so dropped above: this hop asks for it again
-                upstream_headers.append(("Connection", "Upgrade"))
-                upstream_headers.append(("Upgrade", exchange.headers.get("Upgrade", "")))
+                upstream_headers += upgrade_fields(exchange.headers)
             data: bytes | AsyncIterator[bytes] | None = body
             if streamed is not None:
                 data = streamed.chunks()

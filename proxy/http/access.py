@@ -11,7 +11,7 @@ import logging
 
 from proxy.http.exchange import Exchange
 from proxy.http.wire import Reply
-from proxy.ops.logs import ACCESS
+from proxy.ops.logs import ACCESS, write_access
 from proxy.ops.stats import Stats
 
 access_log = logging.getLogger(ACCESS)
@@ -24,7 +24,17 @@ def account(stats: Stats, exchange: Exchange, response: Reply, seconds: float) -
     route_stats = stats.routes.get(route)
     if route_stats is not None:
         route_stats.record(source, health, response.status, seconds)
-    if access_log.isEnabledFor(logging.INFO):
+    if access_log.isEnabledFor(logging.INFO) and not write_access(
+        exchange.request_id,
+        route,
+        exchange.method,
+        exchange.path,
+        response.status,
+        source,
+        health,
+        exchange.attempts,
+        seconds,
+    ):
         access_log.info(
             "%s %s %s",
             exchange.method,

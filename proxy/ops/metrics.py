@@ -89,7 +89,8 @@ class ProxyCollector(Collector):
                     unavailable += n
             defaults.add_metric([name], default)
             errors.add_metric([name], unavailable)
-            durations.add_metric([name], route.durations.cumulative(), route.durations.total)
+            if route.durations.counts:  # a route's histogram from its first request on
+                durations.add_metric([name], route.durations.cumulative(), route.durations.total)
         yield from (requests, defaults, errors, durations)
 
     def _upstreams(self) -> Iterator[Metric]:

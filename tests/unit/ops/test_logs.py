@@ -3,6 +3,7 @@ the upstream; one per state change; JSON or text."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
@@ -61,3 +62,48 @@ def test_the_access_log_can_be_switched_off_alone():
         root.handlers[:], _ = saved[0], None
         root.setLevel(saved[1])
         logging.getLogger(logs.ACCESS).setLevel(logging.NOTSET)
+
+
+def _access_record(created: float) -> logging.LogRecord:
+    record = logging.LogRecord(logs.ACCESS, logging.INFO, __file__, 1, "%s %s %s", (), None)
+    record.args = ("GET", '/caf\u00e9 "q"', 503)
+    record.created = created
+    record.msecs = int((created - int(created)) * 1000) + 0.0
+    record.fields = {
+        "request_id": "id-1",
+        "route": "r\\1",
+        "method": "GET",
+        "path": '/caf\u00e9 "q"',
+        "status": 503,
+        "source": "none",
+        "health": "critical",
+        "attempts": [
+            {"upstream": "primary", "outcome": "connection_refused"},
+            {"upstream": "backup", "outcome": "http_5xx"},
+        ],
+        "duration_ms": 12.346,
+    }
+    return record
+
+
+def test_an_access_line_written_directly_is_the_line_a_record_would_give(monkeypatch):
+    """The access log's fast path builds its line without a record: it must be the same
+    bytes the formatter gives a record (JSON and text), escapes and all."""
+    created = 1_700_000_000.25
+    monkeypatch.setattr(logs.time, "time", lambda: created)
+    for formatter in (logs.JsonFormatter(), logs.TextFormatter()):
+        out = io.StringIO()
+        handler = logs.BatchingHandler(out)
+        handler.setFormatter(formatter)
+        monkeypatch.setattr(logs, "_batching", handler)
+        monkeypatch.setattr(logging.root, "handlers", [handler])
+        attempts = [("primary", "connection_refused"), ("backup", "http_5xx")]
+        assert logs.write_access(
+            "id-1", "r\\1", "GET", '/caf\u00e9 "q"', 503, "none", "critical", attempts, 0.0123456
+        )
+        assert out.getvalue() == formatter.format(_access_record(created)) + "\n"
+
+
+def test_without_configure_the_access_line_is_left_to_a_record(monkeypatch):
+    monkeypatch.setattr(logs, "_batching", None)
+    assert not logs.write_access("id", "r", "GET", "/", 200, "p", "healthy", [], 0.001)

@@ -69,6 +69,14 @@ class Live:
         replay), which a drain at shutdown does not wait for."""
         return _Using(self, number, background)
 
+    def enter(self, number: int) -> None:
+        """A client's request starts on generation ``number`` (:meth:`using` without a
+        context manager object, for the request path; :meth:`leave` ends it)."""
+        self._active[number] += 1
+
+    def leave(self, number: int) -> None:
+        self._active[number] -= 1
+
     def drained(self, number: int) -> bool:
         """Whether nothing that started before generation ``number`` is still running."""
         return not any(n for g, n in list(self._active.items()) if g < number)

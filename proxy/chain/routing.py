@@ -64,16 +64,18 @@ def origin_form(raw_target: str) -> str:
 
 _SEEN_MAX = 2048  # targets remembered; a full memory starts again
 _SEEN_TARGET_MAX = 512  # longer targets are not remembered
-_seen: dict[str, tuple[str, str]] = {}
+_seen: dict[str | bytes, tuple[str, str]] = {}
 
 
-def normalise_target(raw_target: str) -> tuple[str, str]:
-    """``(path, query)`` in canonical form, or :class:`BadTarget`. A sidecar sees the
-    same few targets again and again: the ones that passed are remembered (bounded)."""
+def normalise_target(raw_target: str | bytes) -> tuple[str, str]:
+    """``(path, query)`` in canonical form, or :class:`BadTarget`; bytes are the target
+    as it arrived (latin-1). A sidecar sees the same few targets again and again: the
+    ones that passed are remembered (bounded)."""
     known = _seen.get(raw_target)
     if known is not None:
         return known
-    result = _normalise(raw_target)
+    text = raw_target.decode("latin-1") if isinstance(raw_target, bytes) else raw_target
+    result = _normalise(text)
     if len(raw_target) <= _SEEN_TARGET_MAX:
         if len(_seen) >= _SEEN_MAX:
             _seen.clear()

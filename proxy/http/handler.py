@@ -15,10 +15,10 @@ truncated body is never passed off as complete.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import secrets
+import time
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -87,7 +87,7 @@ class ProxyHandler:
         if request.method == "CONNECT":
             return own_answer(runtime, proxy_error(405, "CONNECT is not supported"))
         try:
-            path, query = normalise_target(request.raw_path)
+            path, query = normalise_target(request.target)
         except BadTarget as exc:
             return own_answer(runtime, proxy_error(400, str(exc)))
         prefix = runtime.config.admin.reserved_prefix
@@ -113,25 +113,28 @@ class ProxyHandler:
             request_id=headers.get("X-Request-Id") or self._new_request_id(),
             target=request.target if request.target.startswith(b"/") else b"",
         )
-        started = asyncio.get_running_loop().time()
+        started = time.monotonic()
         if request.upgrade:
             return await self._upgrade(exchange, started)
+        live = self.live
+        live.enter(current.number)
         try:
-            with self.live.using(current.number, background=False):
-                rules = route.cache
-                if (
-                    rules is None
-                    or request.method not in rules.policy.methods
-                    or request.body_exists
-                    or _asks_for_a_stream(headers)
-                ):
-                    response = await self.proxy(exchange)
-                else:
-                    response = await self.cache.serve(exchange, rules)
+            rules = route.cache
+            if (
+                rules is None
+                or request.method not in rules.policy.methods
+                or request.body_exists
+                or _asks_for_a_stream(headers)
+            ):
+                response = await self.proxy(exchange)
+            else:
+                response = await self.cache.serve(exchange, rules)
         except ClientBodyError as exc:
             exchange.outcome = UNSERVED
             response = own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
-        account(self.stats, exchange, response, asyncio.get_running_loop().time() - started)
+        finally:
+            live.leave(current.number)
+        account(self.stats, exchange, response, time.monotonic() - started)
         return response
 
     async def _upgrade(self, exchange: Exchange, started: float) -> Reply:
@@ -168,7 +171,7 @@ class ProxyHandler:
                     response.close = True  # the client sent its request as an upgrade
             finally:
                 self.tunnels.release(route.name)
-        account(self.stats, exchange, response, asyncio.get_running_loop().time() - started)
+        account(self.stats, exchange, response, time.monotonic() - started)
         return response
 
     def using(self, generation: int) -> contextlib.AbstractContextManager[None]:

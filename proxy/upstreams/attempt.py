@@ -45,7 +45,7 @@ class Answer:
     stream: StreamKind | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per request: a frozen one costs 3x to build
 class Streaming:
     """What a try needs to know to tell and hold a stream: the route's
     ``response_mode`` and ``stream`` settings, and the request's ``Accept``."""

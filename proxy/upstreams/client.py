@@ -118,11 +118,14 @@ class UpstreamClient:
         resumption of the request's task."""
         # Host first, as a client sends it (RFC 9112 section 3.2), the client's own
         # (preserve_host) moved there, else the upstream's
-        at = next((at for at, (name, _) in enumerate(headers) if name == "Host"), -1)
-        if at < 0:
+        if not self.settings.preserve_host:  # the rules dropped the client's Host
             headers.insert(0, ("Host", self.host_header))
-        elif at > 0:
-            headers.insert(0, headers.pop(at))
+        else:
+            at = next((at for at, (name, _) in enumerate(headers) if name == "Host"), -1)
+            if at < 0:
+                headers.insert(0, ("Host", self.host_header))
+            elif at > 0:
+                headers.insert(0, headers.pop(at))
         chunked = False
         if isinstance(data, bytes):
             headers.append(("Content-Length", str(len(data))))

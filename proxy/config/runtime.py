@@ -244,6 +244,12 @@ def _breaker(cb: config.CircuitBreakerConfig) -> BreakerSettings | None:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _upstream_order(order: tuple[str, ...]) -> tuple[str, ...]:
+    """Routes that list the same upstreams share one tuple."""
+    return order
+
+
 @functools.lru_cache(maxsize=256)
 def _retry_policy(
     attempts: int, backoff: float, max_backoff: float, on: tuple[str, ...], non_idempotent: bool
@@ -261,7 +267,7 @@ def _route(route: config.Route, base: Path, forwarding: ForwardingRules) -> Rout
     )
     return RouteRuntime(
         name=route.name,
-        upstreams=tuple(route.upstreams),
+        upstreams=_upstream_order(tuple(route.upstreams)),
         deadline=route.deadline,
         policy=policy,
         max_replay_body=route.retry.max_replay_body,

@@ -30,12 +30,15 @@ from typing import Protocol, cast
 import httptools
 
 from proxy.http.request import (
+    METHOD_NAMES,
+    VERSIONS,
     Handler,
     IncomingRequest,
     ListenerLimits,
     RefusalAnswer,
     Refused,
     RequestBody,
+    parse_version,
 )
 from proxy.http.sending import close_stream, send_stream
 from proxy.http.wire import Reply, response_head
@@ -135,8 +138,7 @@ class ClientConnection(WriteFlow):
             self._refuse(400, "the request is malformed")
 
     def _upgrade_body_bytes(self, data: bytes) -> bytes:
-        """An upgrade request's body out of the bytes after its head (by its length);
-        what is left is the new protocol's."""
+        """An upgrade request's body out of the bytes after its head; the rest."""
         left = self._upgrade_body_left
         if not left:
             return data
@@ -181,14 +183,12 @@ class ClientConnection(WriteFlow):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        method = parser.get_method().decode("ascii")
-        major, _, minor = parser.get_http_version().partition(".")
-        version = (int(major), int(minor))
+        method = METHOD_NAMES.get(raw := parser.get_method()) or raw.decode()
+        version = VERSIONS.get(text := parser.get_http_version()) or parse_version(text)
         pairs = self._pairs
         body: RequestBody | None = None
         length: int | None = None
-        chunked = False
-        hosts = 0
+        chunked, hosts = False, 0
         for name, value in pairs:
             size = len(name)
             if size == 4 and name.lower() == "host":

@@ -21,6 +21,16 @@ from proxy.http.wire import Reply
 
 HIGH_WATER = 256 * 1024
 
+# what llhttp hands over, as the text the handler reads, for the common cases: no
+# decoding or int() parsing per request
+METHOD_NAMES = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")}
+VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor)
+
 
 class _Connection(Protocol):
     """What a request needs of the client connection it arrived on."""

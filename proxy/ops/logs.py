@@ -70,6 +70,7 @@ def _iso(created: float) -> str:
 _encoder = json.JSONEncoder(separators=(",", ":"), default=str)  # one, not one per line
 _quoted = json.encoder.encode_basestring_ascii  # a JSON string, as json.dumps writes it
 _batching: BatchingHandler | None = None  # the handler configure() installed, if it ran
+_MAIN_THREAD = threading.main_thread().ident
 
 
 def write_access(
@@ -97,14 +98,14 @@ def write_access(
     message = f"{method} {path} {status}"
     duration = round(seconds * 1000, 3)
     if isinstance(handler.formatter, JsonFormatter):
-        tried = ",".join(
-            [f'{{"upstream":{_quoted(up)},"outcome":{_quoted(why)}}}' for up, why in attempts]
-        )
+        # route, upstream, source, health and outcome names are config names or fixed
+        # words, and the method an HTTP token: none holds a character JSON escapes
+        tried = ",".join([f'{{"upstream":"{up}","outcome":"{why}"}}' for up, why in attempts])
         line = (
             f'{{"time":"{_iso(now)}","level":"info","logger":"{ACCESS}",'
             f'"message":{_quoted(message)},"request_id":{_quoted(request_id)},'
-            f'"route":{_quoted(route)},"method":{_quoted(method)},"path":{_quoted(path)},'
-            f'"status":{status},"source":{_quoted(source)},"health":{_quoted(health)},'
+            f'"route":"{route}","method":"{method}","path":{_quoted(path)},'
+            f'"status":{status},"source":"{source}","health":"{health}",'
             f'"attempts":[{tried}],"duration_ms":{float(duration)!r}}}'
         )
     else:
@@ -142,7 +143,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None or threading.current_thread() is not threading.main_thread():
+        if loop is None or threading.get_ident() != _MAIN_THREAD:
             self._write([*self._pending, line])
             self._pending = []
             return

@@ -31,6 +31,8 @@ _CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 class RecentCounts:
     """Counts over the last ``seconds``, in one-second buckets."""
 
+    __slots__ = ("_buckets", "_clock", "_seconds")  # one per route: 10,000 routes hold 10,000
+
     def __init__(self, clock: Callable[[], float], seconds: int = RECENT_SECONDS) -> None:
         self._clock = clock
         self._seconds = seconds
@@ -89,6 +91,18 @@ class Histogram:
 class RouteStats:
     """Per route: who served its answers, with which health, and for how long it has
     been in each health state (the health its latest answer carried)."""
+
+    __slots__ = (
+        "_clock",
+        "_stale",
+        "_time_in",
+        "durations",
+        "health",
+        "health_since",
+        "name",
+        "recent",
+        "requests",
+    )
 
     def __init__(self, name: str, clock: Callable[[], float]) -> None:
         self.name = name

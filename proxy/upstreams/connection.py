@@ -144,7 +144,7 @@ class UpstreamConnection(WriteFlow):
             raise ValueError(f"the answer's head is larger than {MAX_HEAD} bytes")
         pair = (name.decode("latin-1"), value.decode("latin-1"))
         if len(name) in FRAMING_NAME_SIZES:
-            self._framing.note(*pair)
+            self._framing.note(pair[0], pair[1])
         self._pairs.append(pair)
 
     def on_headers_complete(self) -> None:

@@ -71,7 +71,7 @@ def _access_record(created: float) -> logging.LogRecord:
     record.msecs = int((created - int(created)) * 1000) + 0.0
     record.fields = {
         "request_id": "id-1",
-        "route": "r\\1",
+        "route": "r.1",
         "method": "GET",
         "path": '/caf\u00e9 "q"',
         "status": 503,
@@ -99,7 +99,7 @@ def test_an_access_line_written_directly_is_the_line_a_record_would_give(monkeyp
         monkeypatch.setattr(logging.root, "handlers", [handler])
         attempts = [("primary", "connection_refused"), ("backup", "http_5xx")]
         assert logs.write_access(
-            "id-1", "r\\1", "GET", '/caf\u00e9 "q"', 503, "none", "critical", attempts, 0.0123456
+            "id-1", "r.1", "GET", '/caf\u00e9 "q"', 503, "none", "critical", attempts, 0.0123456
         )
         assert out.getvalue() == formatter.format(_access_record(created)) + "\n"
 

@@ -5,6 +5,7 @@
   runtime object of the same name carries a ``Config`` suffix: ``QuotaConfig``);
 - loader: YAML text to a ``Config``, or errors that name the file, line and column;
 - yaml_reading: the strict YAML loader, and a lean parse for large files;
+- sharing: equal parts of a loaded config's routes held once (10,000 routes, less memory);
 - runtime: the compiled, immutable snapshot the request path reads;
 - reload_plan: what a new config changes, and watching the file.
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from proxy.config.schema import Config, reference_errors
+from proxy.config.sharing import share_equal_parts
 from proxy.config.yaml_reading import (
     SLOW,
     NotAllowed,
@@ -268,6 +269,7 @@ def load_text(text: str, *, source: str = "<config>", base: Path | None = None) 
         problems += _file_problems(config, base or Path.cwd(), lines)
         if problems:
             raise ConfigError(source, problems)
+    share_equal_parts(config)
     return_freed_memory()
     return config
 

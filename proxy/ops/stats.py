@@ -11,6 +11,7 @@ number of series cannot grow with traffic.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -88,6 +89,12 @@ class Histogram:
         return sum(self.counts)
 
 
+_NO_REQUESTS: Counter[tuple[str, str, str]] = Counter()
+_NO_RECENT = RecentCounts(time.monotonic)
+_NO_DURATIONS = Histogram()
+_NO_TIME: dict[str, float] = {}
+
+
 class RouteStats:
     """Per route: who served its answers, with which health, and for how long it has
     been in each health state (the health its latest answer carried)."""
@@ -107,15 +114,20 @@ class RouteStats:
     def __init__(self, name: str, clock: Callable[[], float]) -> None:
         self.name = name
         self._clock = clock
-        self.requests: Counter[tuple[str, str, str]] = Counter()  # (source, health, class)
-        self.recent = RecentCounts(clock)  # by source
-        self.durations = Histogram()
+        # until the route's first request, shared empty counters (never written: the
+        # first request gives the route its own), so 10,000 idle routes hold none
+        self.requests: Counter[tuple[str, str, str]] = _NO_REQUESTS  # (source, health, class)
+        self.recent = _NO_RECENT  # by source
+        self.durations = _NO_DURATIONS
         self.health: str | None = None
         self.health_since = clock()
         self._stale: tuple[float, float] | None = None  # (when, age): oldest stale copy served
-        self._time_in: dict[str, float] = {}
+        self._time_in: dict[str, float] = _NO_TIME
 
     def record(self, source: str, health: str, status: int, seconds: float) -> None:
+        if self.requests is _NO_REQUESTS:
+            self.requests, self.recent = Counter(), RecentCounts(self._clock)
+            self.durations, self._time_in = Histogram(), {}
         self.requests[source, health, _CLASSES.get(status // 100) or status_class(status)] += 1
         self.recent.add(source)
         self.durations.observe(seconds)

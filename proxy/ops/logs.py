@@ -9,6 +9,7 @@ on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -143,9 +144,12 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None or threading.get_ident() != _MAIN_THREAD:
-            self._write([*self._pending, line])
-            self._pending = []
+        if threading.get_ident() != _MAIN_THREAD:
+            self._write([line])  # another thread's line: never touches the loop's batch
+            return
+        if loop is None:  # start-up, shutdown: out at once, after what waits
+            lines, self._pending = [*self._pending, line], []
+            self._write(lines)
             return
         if not self._pending:
             loop.call_soon(self.flush)
@@ -159,8 +163,9 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _write(self, lines: list[str]) -> None:
         try:
-            self.stream.write("\n".join(lines) + "\n")
-            self.stream.flush()
+            with self.lock or contextlib.nullcontext():  # one thread's lines at a time
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
         except Exception:
             self.handleError(logging.makeLogRecord({"msg": "the log stream failed"}))
 

@@ -74,7 +74,7 @@ def _quality(params: str) -> float:
     return 1.0
 
 
-def _asks_for_event_stream(accept: str) -> bool:
+def asks_for_event_stream(accept: str) -> bool:
     """Accept lists ``text/event-stream`` itself (not a wildcard) with q above 0."""
     lowered = accept.lower()
     if "text/event-stream" not in lowered:
@@ -105,7 +105,7 @@ def stream_kind(
     if (
         _is_stream_media(media)
         or (accel_buffering is not None and accel_buffering.strip().lower() == "no")
-        or (accept is not None and _asks_for_event_stream(accept))
+        or (accept is not None and asks_for_event_stream(accept))
     ):
         return _kind_of(media)
     return None

@@ -33,6 +33,7 @@ from proxy.chain.outcome import UNSERVED, Outcome
 from proxy.chain.payloads import proxy_error
 from proxy.chain.plan import FailoverPlan
 from proxy.chain.routing import BadTarget, normalise_target
+from proxy.chain.streams import asks_for_event_stream
 from proxy.chain.upgrades import TUNNEL_RETRY_AFTER, upgrade_refusal
 from proxy.config.runtime import RouteRuntime, Runtime
 from proxy.http.access import account
@@ -155,9 +156,9 @@ class ProxyHandler:
             )
             response.headers.append(("Retry-After", str(TUNNEL_RETRY_AFTER)))
         else:
+            self.live.enter(exchange.generation)
             try:
-                with self.live.using(exchange.generation, background=False):
-                    response = await self.proxy(exchange)
+                response = await self.proxy(exchange)
             except ClientBodyError as exc:
                 exchange.outcome = UNSERVED
                 response = own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
@@ -170,6 +171,7 @@ class ProxyHandler:
                 else:
                     response.close = True  # the client sent its request as an upgrade
             finally:
+                self.live.leave(exchange.generation)
                 self.tunnels.release(route.name)
         account(self.stats, exchange, response, time.monotonic() - started)
         return response
@@ -281,10 +283,11 @@ class ProxyHandler:
 
 
 def _asks_for_a_stream(headers: CIMultiDict[str]) -> bool:
-    """``Accept: text/event-stream``: a stream is wanted, which the cache neither
-    serves nor coalesces (each client gets its own upstream call)."""
+    """``Accept: text/event-stream`` (as :mod:`proxy.chain.streams` reads it): a stream
+    is wanted, which the cache neither serves nor coalesces (each client gets its own
+    upstream call)."""
     accept = headers.get("Accept")
-    return accept is not None and "text/event-stream" in accept.lower()
+    return accept is not None and asks_for_event_stream(accept)
 
 
 def _reporter(chosen: Chosen) -> Ended:

@@ -156,13 +156,8 @@ class UpstreamResponse:
         "_headers",
         "_queued",
         "_waiter",
-        "accel_buffering",
-        "chunked",
         "complete",
-        "connection_listed",
-        "content_length",
-        "content_type",
-        "dated",
+        "framing",
         "method",
         "pairs",
         "reason",
@@ -189,17 +184,36 @@ class UpstreamResponse:
         # when asked for
         self.pairs = pairs
         self._headers: CIMultiDict[str] | None = None
-        self.content_length = framing.content_length
-        self.chunked = framing.chunked
-        self.connection_listed = framing.connection_listed
-        self.dated = framing.dated
-        self.content_type = framing.content_type
-        self.accel_buffering = framing.accel_buffering
+        self.framing = framing  # what the head said of the body and the connection
         self._chunks: deque[bytes] = deque()
         self._queued = 0
         self._waiter: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
         self.complete = False
+
+    @property
+    def content_length(self) -> int | None:
+        return self.framing.content_length
+
+    @property
+    def chunked(self) -> bool:
+        return self.framing.chunked
+
+    @property
+    def connection_listed(self) -> frozenset[str]:
+        return self.framing.connection_listed
+
+    @property
+    def dated(self) -> bool:
+        return self.framing.dated
+
+    @property
+    def content_type(self) -> str | None:
+        return self.framing.content_type
+
+    @property
+    def accel_buffering(self) -> str | None:
+        return self.framing.accel_buffering
 
     @property
     def headers(self) -> CIMultiDict[str]:

@@ -122,6 +122,8 @@ def cache_key(
 
 
 def _query(query: str, policy: CachePolicy) -> str:
+    if not query:
+        return ""  # most targets have none: no parsing
     params = sorted(
         (name, value)
         for name, value in parse_qsl(query, keep_blank_values=True)

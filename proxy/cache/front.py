@@ -230,6 +230,10 @@ class CacheFront:
 def _health(exchange: Exchange, *, stale: bool = False) -> Health:
     """The route's health as a hit served now finds it: a ``stale`` copy refreshed behind
     is not an answer in hand (:func:`proxy.chain.outcome.route_health`)."""
-    guards = [exchange.guards.get(name) for name in exchange.route.upstreams]
-    skipped = [guard is not None and guard.skipping() for guard in guards]
-    return route_health(skipped, answer_in_hand=not stale)
+    guards, upstreams = exchange.guards, exchange.route.upstreams
+    if not stale:
+        # an answer in hand: only whether the first upstream is skipped can change it
+        first = guards.get(upstreams[0])
+        return route_health([first is not None and first.skipping()], answer_in_hand=True)
+    skipped = [(guard := guards.get(name)) is not None and guard.skipping() for name in upstreams]
+    return route_health(skipped)

@@ -201,3 +201,46 @@ async def test_a_copy_refreshed_behind_is_critical_when_no_upstream_can_refresh_
     assert body == {"n": 1}
     assert headers["Cache-Status"] == "failover-proxy; hit; stale; detail=revalidating"
     assert headers["X-Failover-Health"] == "critical"
+
+
+async def test_a_fresh_hit_is_degraded_while_the_first_upstream_is_skipped_never_critical(
+    http_upstream, start_proxy, client
+):
+    """A fresh copy is an answer in hand: the primary's open breaker makes the route
+    degraded, and every upstream skipped still does not make it critical."""
+    clock = FakeClock()
+    primary, secondary = Origin(), Origin()
+    config = {
+        "upstreams": {
+            "primary": {
+                "url": (await http_upstream(primary)).url,
+                "circuit_breaker": {"consecutive_failures": 1, "open_for": "1h"},
+            },
+            "secondary": {
+                "url": (await http_upstream(secondary)).url,
+                "circuit_breaker": {"consecutive_failures": 1, "open_for": "1h"},
+            },
+        },
+        "routes": [
+            route(upstreams=("primary", "secondary"), cache={"stale_for": "1h", "fresh_for": "1h"})
+        ],
+    }
+    proxy = await start_proxy(config, clock=clock)
+    _, body, headers = await get(client, proxy + "/x")
+    assert (body, headers["X-Failover-Health"]) == ({"n": 1}, "healthy")
+    _, _, headers = await get(client, proxy + "/x")
+    assert (headers["X-Failover-Source"], headers["X-Failover-Health"]) == ("cache", "healthy")
+
+    primary.failing = True  # an uncached path opens the primary's breaker
+    _, _, headers = await get(client, proxy + "/other")
+    assert headers["X-Failover-Source"] == "secondary"
+    _, body, headers = await get(client, proxy + "/x")
+    assert (body, headers["X-Failover-Source"]) == ({"n": 1}, "cache")
+    assert headers["X-Failover-Health"] == "degraded"
+
+    secondary.failing = True  # now both breakers open
+    status, _, _ = await get(client, proxy + "/third")
+    assert status == 503
+    _, body, headers = await get(client, proxy + "/x")
+    assert (body, headers["X-Failover-Source"]) == ({"n": 1}, "cache")
+    assert headers["X-Failover-Health"] == "degraded"

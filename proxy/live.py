@@ -99,10 +99,10 @@ class _Using:
 
     def __enter__(self) -> None:
         live = self._live
-        live._active[self._number] += 1
+        live.enter(self._number)
         live._background += self._background
 
     def __exit__(self, *exc_info: object) -> None:
         live = self._live
-        live._active[self._number] -= 1
+        live.leave(self._number)
         live._background -= self._background

@@ -164,14 +164,20 @@ async def start_app(
     apps: list[ProxyApp] = []
     monkeypatch.setenv(TOKEN_ENV, ADMIN_TOKEN)
 
-    async def start(config: dict[str, Any], clock: Callable[[], float] | None = None) -> ProxyApp:
+    async def start(
+        config: dict[str, Any],
+        clock: Callable[[], float] | None = None,
+        *,
+        config_file: Path | None = None,
+    ) -> ProxyApp:
+        """``config_file``: the file the config was written to, which a reload reads."""
         config = {
             "listen": {"host": LOOPBACK, "port": 0},
             "admin": {"host": LOOPBACK, "port": 0},
             **config,
         }
-        extra = {"clock": clock, "wall_clock": clock} if clock else {}
-        app = ProxyApp(Config.model_validate(config), tmp_path, **extra)
+        extra: dict[str, Any] = {"clock": clock, "wall_clock": clock} if clock else {}
+        app = ProxyApp(Config.model_validate(config), tmp_path, config_file=config_file, **extra)
         await app.start()
         apps.append(app)
         return app

@@ -175,6 +175,11 @@ class ForwardingRules:
             rewritten |= {"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"}
         self._drop_up = _NOT_FORWARDED_UP | rewritten
 
+    @property
+    def own(self) -> frozenset[str]:
+        """The lower-case names of the headers only this proxy may set."""
+        return self._own
+
     def _via_hop(self, previous: list[str], version: tuple[int, int]) -> str:
         hop = self._hops.get(version)
         if hop is None:

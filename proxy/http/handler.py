@@ -131,8 +131,7 @@ class ProxyHandler:
             else:
                 response = await self.cache.serve(exchange, rules)
         except ClientBodyError as exc:
-            exchange.outcome = UNSERVED
-            response = own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
+            response = _body_refused(exchange, exc)
         finally:
             live.leave(current.number)
         account(self.stats, exchange, response, time.monotonic() - started)
@@ -160,8 +159,7 @@ class ProxyHandler:
             try:
                 response = await self.proxy(exchange)
             except ClientBodyError as exc:
-                exchange.outcome = UNSERVED
-                response = own_answer(runtime, proxy_error(exc.status, exc.message), close=True)
+                response = _body_refused(exchange, exc)
             else:
                 chosen = exchange.chosen
                 if response.status == 101 and chosen is not None:
@@ -280,6 +278,13 @@ class ProxyHandler:
         except BufferBroken as exc:
             return buffer_refused(runtime, str(exc), retry_after=5)
         return buffered_answer(exchange, plan, write)
+
+
+def _body_refused(exchange: Exchange, exc: ClientBodyError) -> Reply:
+    """The client's body was refused (too large, too slow, malformed): the proxy's own
+    answer, nothing served, and the connection closed after it."""
+    exchange.outcome = UNSERVED
+    return own_answer(exchange.runtime, proxy_error(exc.status, exc.message), close=True)
 
 
 def _asks_for_a_stream(headers: CIMultiDict[str]) -> bool:

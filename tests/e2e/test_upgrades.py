@@ -26,10 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import ProxyApp
 from proxy.config.schema import Config
-from proxy.ops.admin import TOKEN_ENV
 from tests.conftest import (
     ADMIN_AUTH,
-    ADMIN_TOKEN,
     LOOPBACK,
     RawUpstream,
     Upstream,
@@ -683,11 +681,17 @@ async def test_an_upgrade_request_whose_body_stalls_gets_408(http_upstream, star
 # --- limits -----------------------------------------------------------------------------
 
 
-async def test_an_idle_tunnel_is_closed_after_idle_timeout(http_upstream, start_proxy, client):
+async def idle_limited(http_upstream, start_proxy) -> tuple[WebSocketUpstream, str]:
+    """A WebSocket upstream behind a route whose tunnels close after 0.3 s of silence."""
     upstream = WebSocketUpstream()
     proxy = await start_proxy(
         proxied((await http_upstream(upstream)).url, upgrade={"idle_timeout": "0.3s"})
     )
+    return upstream, proxy
+
+
+async def test_an_idle_tunnel_is_closed_after_idle_timeout(http_upstream, start_proxy, client):
+    upstream, proxy = await idle_limited(http_upstream, start_proxy)
     loop = asyncio.get_running_loop()
     async with client.ws_connect(proxy + "/ws") as ws:
         opened = loop.time()
@@ -773,10 +777,7 @@ async def test_an_upgrade_is_never_answered_from_the_cache(http_upstream, start_
 async def test_traffic_either_way_keeps_a_tunnel_open_past_idle_timeout(
     http_upstream, start_proxy, client, talker
 ):
-    upstream = WebSocketUpstream()
-    proxy = await start_proxy(
-        proxied((await http_upstream(upstream)).url, upgrade={"idle_timeout": "0.3s"})
-    )
+    _, proxy = await idle_limited(http_upstream, start_proxy)
     loop = asyncio.get_running_loop()
     async with client.ws_connect(proxy + "/ws") as ws:
         opened = loop.time()
@@ -883,25 +884,18 @@ async def test_a_handshake_in_progress_holds_a_slot_and_a_failed_one_gives_it_ba
 
 
 @pytest.fixture
-async def reloadable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[ProxyApp]]]:
+def reloadable(
+    start_app: Callable[..., Awaitable[ProxyApp]], tmp_path: Path
+) -> Callable[[dict[str, Any]], Awaitable[ProxyApp]]:
     """The proxy with a config file, reloaded through ``POST /admin/reload``."""
-    monkeypatch.setenv(TOKEN_ENV, ADMIN_TOKEN)
     path = tmp_path / "config.yaml"
-    apps: list[ProxyApp] = []
 
     async def start(config: dict[str, Any]) -> ProxyApp:
         config = with_listeners(config)
         write_atomically(path, config)
-        app = ProxyApp(Config.model_validate(config), tmp_path, config_file=path)
-        await app.start()
-        apps.append(app)
-        return app
+        return await start_app(config, config_file=path)
 
-    yield start
-    for app in apps:
-        await app.stop()
+    return start
 
 
 def with_listeners(config: dict[str, Any]) -> dict[str, Any]:

@@ -73,9 +73,10 @@ def stamp(runtime: Runtime, reply: Reply, outcome: Outcome, *, clean: bool = Fal
     ``Cache-Status`` member goes after other caches' (RFC 9211 section 2)."""
     names = runtime.header_names
     headers = reply.headers
-    own = runtime.forwarding.own
-    if not clean and any(name.lower() in own for name, _ in headers):
-        headers[:] = [(name, value) for name, value in headers if name.lower() not in own]
+    if not clean:
+        own = runtime.forwarding.own
+        if any(name.lower() in own for name, _ in headers):
+            headers[:] = [(name, value) for name, value in headers if name.lower() not in own]
     headers.append((names.source, outcome.source))
     headers.append((names.health, outcome.health))
     if outcome.cache_status is not None:
